@@ -1,0 +1,122 @@
+"""``halluguard <stage> [hydra overrides]``: the one console command.
+
+Kept free of heavy imports (torch, transformers, sentence-transformers): ``halluguard --help``
+must answer at once. Hydra is only imported once a stage is chosen, and the stage's own module
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from typing import Optional, Sequence
+
+from halluguard import __version__
+from halluguard.errors import HalluguardError, did_you_mean
+from halluguard.stages import DESCRIPTIONS, STAGES
+
+GROUPS = ("model", "retriever", "kb", "prompt")
+
+USAGE = f"""usage: halluguard <stage> [key=value ...] [hydra flags]
+
+Train a language model *when* to answer: refuse where the knowledge base has no answer.
+
+stages:
+""" + "\n".join(
+    f"  {name:<8} {DESCRIPTIONS[name]}{'' if STAGES[name] else '  [not implemented yet]'}" for name in STAGES
+) + """
+
+examples:
+  halluguard run                               the whole pipeline on the embedded defaults
+  halluguard build --cfg job                   print the composed config and exit
+  halluguard build exp=mine retriever=minilm_ivf
+  halluguard build -m seed=0,1                 Hydra multirun
+  halluguard build --help                      config groups and Hydra's own flags
+
+Outputs go to runs/<exp>/<stage>/ with a manifest.json. See README.md.
+"""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"halluguard {__version__}")
+        return 0
+    stage, rest = args[0], args[1:]
+    if stage not in STAGES:
+        _error(f"unknown stage '{stage}'{did_you_mean(stage, STAGES)}; stages: {', '.join(STAGES)}")
+        return 2
+    if STAGES[stage] is None:
+        _error(f"stage '{stage}' is not implemented yet ({DESCRIPTIONS[stage]}). Available: "
+               + ", ".join(s for s, m in STAGES.items() if m))
+        return 2
+    try:
+        from halluguard.config import check_overrides
+
+        check_overrides(rest, GROUPS)
+    except HalluguardError as exc:
+        _error(str(exc))
+        return 2
+    return _run_hydra(stage, rest)
+
+
+def _run_hydra(stage: str, overrides: list[str]) -> int:
+    import hydra
+
+    from halluguard.config import conf_dir
+
+    try:
+        config_path = str(conf_dir())
+    except HalluguardError as exc:
+        _error(str(exc))
+        return 2
+
+    @hydra.main(config_path=config_path, config_name="config", version_base="1.3")
+    def hydra_entry(cfg) -> None:
+        code = run_stage(stage, cfg)
+        if code:
+            sys.exit(code)
+
+    saved = sys.argv
+    # The stage goes first: Hydra's parser takes positional overrides before its own flags.
+    sys.argv = [f"halluguard {stage}", f"stage={stage}", *overrides]
+    try:
+        hydra_entry()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def run_stage(stage: str, cfg) -> int:
+    """Validate ``cfg``, run the stage, report. Returns the process exit code."""
+    from halluguard.config import validate
+
+    log = logging.getLogger("halluguard")
+    try:
+        cfg = validate(cfg)
+        module = importlib.import_module(STAGES[stage])  # type: ignore[arg-type]
+        start = time.perf_counter()
+        manifest = module.run(cfg)
+        log.info("%s finished in %.1f s -> %s", stage, time.perf_counter() - start, manifest.path.parent)
+    except HalluguardError as exc:
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted; no partial output was kept")
+        return 130
+    return 0
+
+
+def _error(message: str) -> None:
+    print(f"halluguard: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Structured-config schemas for every config group, and the validation that uses them.
+
+The YAML in ``conf/`` holds the values; the dataclasses here say which keys exist and what type
+each has. :func:`validate` runs before any model loads, so a typo fails in milliseconds with the
+key's full path and, when one is close, the valid key it probably meant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from halluguard.errors import ConfigError, HalluguardError, did_you_mean
+
+EMBEDDED_POLICY = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class IndexKind(str, Enum):
+    flat = "flat"  # exact inner product: right for up to a few hundred thousand passages
+    ivf = "ivf"  # inverted lists: approximate, for millions of passages
+
+
+class PromptMode(str, Enum):
+    rag = "rag"  # retrieved passages go into the prompt
+    closed_book = "closed_book"  # the question alone
+
+
+@dataclass
+class PathsConfig:
+    runs: str = "runs"
+    """Folder that holds one sub-folder per experiment (``runs/<exp>/<stage>``)."""
+    cache: str = "~/.cache/halluguard"
+    """Converted models and other reusable files (``HALLUGUARD_CACHE`` moves it)."""
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = EMBEDDED_POLICY
+    """``embedded:SmolLM2-135M-Instruct``, a Hugging Face model id, or a local folder."""
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    """Run code shipped with the model. Off unless you trust its author."""
+    dtype: DType = DType.float32
+    pad_token: Optional[str] = "<|endoftext|>"
+    """Padding token; must differ from eos. Added to the vocabulary when the tokenizer lacks it."""
+
+
+@dataclass
+class RetrieverConfig:
+    encoder: str = EMBEDDED_ENCODER
+    """Sentence-transformers model: ``embedded:all-MiniLM-L6-v2``, a hub id, or a local folder."""
+    index: IndexKind = IndexKind.flat
+    nlist: int = 0
+    """IVF cells; 0 picks about 4*sqrt(passages)."""
+    nprobe: int = 16
+    """IVF cells searched per query (higher = closer to exact, slower)."""
+    train_size: int = 100_000
+    """IVF is trained on a random sample of at most this many passage vectors."""
+    batch_size: int = 64
+    """Texts per encoder batch; also queries per FAISS search batch."""
+    max_seq_length: int = 256
+    device: str = "cpu"
+
+
+@dataclass
+class KBConfig:
+    name: str = "demo"
+    format: str = "jsonl"
+    """Loader for the files below (``jsonl``: the project's own schema, see docs in README)."""
+    passages: str = MISSING
+    questions: Optional[str] = None
+    language: str = "en"
+
+
+@dataclass
+class PromptConfig:
+    mode: PromptMode = PromptMode.rag
+    passages: int = 3
+    """Retrieved passages shown to the model in RAG mode."""
+    max_passage_chars: int = 700
+    system: str = ""
+
+
+@dataclass
+class DemoConfig:
+    """What ``halluguard run`` shows until the training stages exist."""
+
+    questions: int = 6
+    """Demo questions answered (half in-knowledge, half out-of-knowledge, picked by seed)."""
+    max_new_tokens: int = 64
+    batch_size: int = 8
+
+
+@dataclass
+class RootConfig:
+    stage: str = MISSING
+    exp: str = "demo"
+    """Experiment name: outputs go to ``<paths.runs>/<exp>/<stage>``."""
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    kb: KBConfig = field(default_factory=KBConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+def _schema_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _check_keys(cfg: Any, cls: type, path: str) -> None:
+    """Reject keys the schema does not know, naming the full path and the closest valid key."""
+    if not isinstance(cfg, DictConfig):
+        return
+    fields = _schema_fields(cls)
+    for key in cfg.keys():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{where}'{did_you_mean(str(key), fields)}")
+        sub = fields[key].type
+        sub_cls = _dataclass_of(sub)
+        if sub_cls is not None:
+            _check_keys(cfg._get_node(key), sub_cls, where)
+
+
+def _dataclass_of(type_: Any) -> Optional[type]:
+    if isinstance(type_, str):  # postponed annotations
+        type_ = _NAMES.get(type_)
+    return type_ if dataclasses.is_dataclass(type_) else None
+
+
+_NAMES = {c.__name__: c for c in (PathsConfig, ModelConfig, RetrieverConfig, KBConfig, PromptConfig, DemoConfig)}
+
+
+def validate(cfg: DictConfig | dict) -> DictConfig:
+    """Return ``cfg`` merged onto the schema; raise :class:`ConfigError` naming the bad key."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    _check_keys(cfg, RootConfig, "")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+        # Resolve now so a broken interpolation or a wrong type behind one fails here, not mid-run.
+        OmegaConf.to_container(merged, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"config key '{key}': {msg}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"config keys with no value (set them on the command line): {', '.join(missing)}")
+    _check_values(merged)
+    return merged
+
+
+def _check_values(cfg: DictConfig) -> None:
+    positive = {
+        "retriever.batch_size": cfg.retriever.batch_size,
+        "retriever.nprobe": cfg.retriever.nprobe,
+        "retriever.train_size": cfg.retriever.train_size,
+        "retriever.max_seq_length": cfg.retriever.max_seq_length,
+        "prompt.passages": cfg.prompt.passages,
+        "demo.max_new_tokens": cfg.demo.max_new_tokens,
+        "demo.batch_size": cfg.demo.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    if cfg.retriever.nlist < 0:
+        raise ConfigError(f"config key 'retriever.nlist' must be >= 0 (0 = automatic), got {cfg.retriever.nlist}")
+
+
+def schema_paths() -> set[str]:
+    """Every valid dotted key, e.g. ``model.name_or_path`` (for override checks and docs)."""
+    out: set[str] = set()
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, f in _schema_fields(cls).items():
+            path = f"{prefix}{name}"
+            out.add(path)
+            sub = _dataclass_of(f.type)
+            if sub is not None:
+                walk(sub, path + ".")
+
+    walk(RootConfig, "")
+    return out
+
+
+def check_overrides(overrides: Sequence[str], groups: Sequence[str] = ()) -> None:
+    """Fail fast on a command-line override whose key is not in the schema.
+
+    Hydra would also refuse it, but without suggesting the key that was meant. Appends (``+key=``),
+    deletions (``~key``) and ``hydra.*`` keys are left to Hydra.
+    """
+    valid = schema_paths() | set(groups)
+    for item in overrides:
+        if item.startswith(("-", "+", "~")) or "=" not in item:
+            continue
+        key = item.split("=", 1)[0].split("@", 1)[0]
+        if key.startswith("hydra") or key in valid:
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        siblings = [p for p in valid if p.rsplit(".", 1)[0] == parent] if parent else [p for p in valid if "." not in p]
+        hint = did_you_mean(key, siblings)
+        raise ConfigError(f"unknown config key '{key}' in override '{item}'{hint}")
+
+
+def expand_path(path: str | os.PathLike) -> Path:
+    """A user path made absolute (``~`` expanded), so every process and rank agrees on it."""
+    return Path(os.path.expanduser(str(path))).resolve()
+
+
+def resolve_cache_dir(cfg: DictConfig) -> Path:
+    return expand_path(cfg.paths.cache)
+
+
+def package_data(relative: str) -> str:
+    """Absolute path of a file shipped inside the package (``${hg.data:demo_kb/passages.jsonl}``)."""
+    return str(Path(__file__).resolve().parent / "data" / relative)
+
+
+if not OmegaConf.has_resolver("hg.data"):
+    OmegaConf.register_new_resolver("hg.data", package_data)
+
+
+def stage_dir(cfg: DictConfig, stage: str) -> Path:
+    return expand_path(cfg.paths.runs) / cfg.exp / stage
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain JSON-able data (for manifests)."""
+    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(data, dict)
+    return data
+
+
+def conf_dir() -> Path:
+    """The project's ``conf/`` folder (``HALLUGUARD_CONF`` points elsewhere)."""
+    env = os.environ.get("HALLUGUARD_CONF")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    if not (path / "config.yaml").is_file():
+        raise HalluguardError(
+            f"halluguard's config folder was not found at {path}. Install the project in editable mode "
+            "(`pip install -e .` from the repository) or set HALLUGUARD_CONF to its conf/ folder."
+        )
+    return path

@@ -1,0 +1,24 @@
+"""Stage registry: subcommand -> module with ``run(cfg) -> Manifest``.
+
+Stages that are not built yet map to ``None``; the CLI answers them with a clear error.
+"""
+
+from __future__ import annotations
+
+STAGES: dict[str, str | None] = {
+    "build": "halluguard.stages.build",
+    "sft": None,
+    "reward": None,
+    "ppo": None,
+    "eval": None,
+    "run": "halluguard.stages.run",
+}
+
+DESCRIPTIONS = {
+    "build": "FAISS index over the knowledge base (preference pairs as the builders land)",
+    "sft": "supervised refusal training on the build's chosen responses (the SFT reference)",
+    "reward": "reward model: calibrated refusal above confident fabrication",
+    "ppo": "PPO with a KL penalty to the SFT reference",
+    "eval": "abstention metrics on held-out questions, before and after",
+    "run": "every available stage in order on one experiment (what `make demo` runs)",
+}
