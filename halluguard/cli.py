@@ -83,8 +83,9 @@ def _run_hydra(stage: str, overrides: list[str]) -> int:
             sys.exit(code)
 
     saved = sys.argv
-    # The stage goes first: Hydra's parser takes positional overrides before its own flags.
-    sys.argv = [f"halluguard {stage}", f"stage={stage}", *overrides]
+    flags, plain = split_hydra_flags(overrides)
+    # Hydra's parser wants its flags before the positional overrides (argparse does not intermix).
+    sys.argv = [f"halluguard {stage}", *flags, f"stage={stage}", *plain]
     try:
         hydra_entry()
     except SystemExit as exc:
@@ -92,6 +93,31 @@ def _run_hydra(stage: str, overrides: list[str]) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_hydra_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra's own flags (with their values) from ``key=value`` overrides."""
+    flags: list[str] = []
+    plain: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):
+            flags.append(arg)
+            takes_value = arg in _VALUE_FLAGS or (arg in ("--info", "-i") and i + 1 < len(args)
+                                                  and args[i + 1] in _INFO_CHOICES)
+            if takes_value and i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            plain.append(arg)
+        i += 1
+    return flags, plain
 
 
 def run_stage(stage: str, cfg) -> int:

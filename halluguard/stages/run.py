@@ -21,8 +21,11 @@ log = logging.getLogger("halluguard.run")
 
 
 def run(cfg: DictConfig) -> Manifest:
+    from halluguard.models import resolve_policy_source
     from halluguard.stages import build
 
+    # Fail on a wrong model path before minutes of building, not after.
+    resolve_policy_source(cfg.model.name_or_path, resolve_cache_dir(cfg))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     build_manifest = build.run(cfg)

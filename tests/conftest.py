@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny local models, a tiny knowledge base, and the real configs composed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the suite may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TINY_PASSAGES = [
+    {"id": "a1", "title": "Refunds", "section": "refunds",
+     "text": "Refunds for unused prepaid credit are paid within 14 days to the original card."},
+    {"id": "a2", "title": "Roaming", "section": "roaming",
+     "text": "Roaming in the EU costs nothing extra on the Orbit plan; outside the EU a day pass costs 6 euros."},
+    {"id": "a3", "title": "Plans", "section": "plans",
+     "text": "The Orbit plan costs 25 euros a month and includes 40 GB of data."},
+    {"id": "a4", "title": "Devices", "section": "devices",
+     "text": "Phones bought from the shop carry a two-year warranty covering manufacturing faults."},
+]
+TINY_QUESTIONS = [
+    {"id": "q1", "question": "How long does a refund take?", "label": "ik", "kind": "in_knowledge",
+     "answers": ["14 days"], "passage_id": "a1"},
+    {"id": "q2", "question": "How much is the Orbit plan each month?", "label": "ik", "kind": "in_knowledge",
+     "answers": ["25 euros"], "passage_id": "a3"},
+    {"id": "q3", "question": "Who won the 1998 football World Cup?", "label": "ook", "kind": "off_topic",
+     "answers": [], "passage_id": None},
+    {"id": "q4", "question": "What is the phone number of the mayor of Zxqerville?", "label": "ook",
+     "kind": "unknowable", "answers": [], "passage_id": None},
+]
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_kb(tmp_path) -> dict[str, Path]:
+    return {"passages": write_jsonl(tmp_path / "passages.jsonl", TINY_PASSAGES),
+            "questions": write_jsonl(tmp_path / "questions.jsonl", TINY_QUESTIONS)}
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory) -> Path:
+    from halluguard.tiny import make_tiny_policy
+
+    texts = [p["text"] for p in TINY_PASSAGES] + [q["question"] for q in TINY_QUESTIONS]
+    return make_tiny_policy(tmp_path_factory.mktemp("tiny-policy"), texts=texts)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from halluguard.retrieval import Encoder
+
+    return Encoder("embedded:all-MiniLM-L6-v2")
+
+
+@pytest.fixture
+def compose():
+    """Compose the project's real Hydra config with overrides, validated by the schemas."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from halluguard.config import validate
+
+    def _compose(overrides=(), stage="build", check=True):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=[f"stage={stage}", *overrides])
+        GlobalHydra.instance().clear()
+        return validate(cfg) if check else cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path, tiny_kb, tiny_policy) -> list[str]:
+    """Config overrides that point every stage at the tiny KB, the tiny policy and a temp runs dir."""
+    return [
+        "kb=jsonl", f"kb.passages={tiny_kb['passages']}", f"kb.questions={tiny_kb['questions']}",
+        f"model.name_or_path={tiny_policy}", f"paths.runs={tmp_path / 'runs'}", f"paths.cache={tmp_path / 'cache'}",
+        "exp=t", "demo.questions=4", "demo.max_new_tokens=4",
+    ]
