@@ -81,9 +81,15 @@ class KBConfig:
     name: str = "demo"
     format: str = "jsonl"
     """Loader for the files below (``jsonl``: the project's own schema, see docs in README)."""
-    passages: str = MISSING
+    passages: Optional[str] = MISSING
+    """Knowledge-base file or folder (null for closed-book question sets)."""
     questions: Optional[str] = None
+    """Question file (null: no questions, or the same file as passages for single-file formats)."""
     language: str = "en"
+    chunk_words: int = 120
+    """Folder-of-text knowledge bases: words per passage."""
+    chunk_overlap: int = 20
+    """Folder-of-text knowledge bases: words shared by consecutive passages of one file."""
 
 
 @dataclass
@@ -174,12 +180,15 @@ def _check_values(cfg: DictConfig) -> None:
         "retriever.train_size": cfg.retriever.train_size,
         "retriever.max_seq_length": cfg.retriever.max_seq_length,
         "prompt.passages": cfg.prompt.passages,
+        "kb.chunk_words": cfg.kb.chunk_words,
         "demo.max_new_tokens": cfg.demo.max_new_tokens,
         "demo.batch_size": cfg.demo.batch_size,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    if not 0 <= cfg.kb.chunk_overlap < cfg.kb.chunk_words:
+        raise ConfigError(f"config key 'kb.chunk_overlap' must be in [0, kb.chunk_words), got {cfg.kb.chunk_overlap}")
     if cfg.retriever.nlist < 0:
         raise ConfigError(f"config key 'retriever.nlist' must be >= 0 (0 = automatic), got {cfg.retriever.nlist}")
 

@@ -37,6 +37,8 @@ class Question:
     kind: str = ""
     answers: list[str] = field(default_factory=list)
     passage_id: Optional[str] = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Source-specific extras, e.g. SQuAD 2.0 ``plausible_answers`` or HaluEval ``hallucinated_answer``."""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,7 +16,7 @@ OOK_KINDS = {"off_topic", "uncovered", "false_premise", "unknowable"}
 
 
 def test_demo_kb_is_big_enough_and_covers_every_question_kind():
-    passages, questions = jsonl.load(DEMO_PASSAGES, DEMO_QUESTIONS)
+    passages, questions = jsonl.load_files(DEMO_PASSAGES, DEMO_QUESTIONS)
     assert len(passages) >= 150 and len(questions) >= 400
     kinds = Counter(q.kind for q in questions)
     assert set(kinds) == OOK_KINDS | {"in_knowledge"}
@@ -25,7 +25,7 @@ def test_demo_kb_is_big_enough_and_covers_every_question_kind():
 
 
 def test_demo_kb_in_knowledge_answers_appear_in_their_passage():
-    passages, questions = jsonl.load(DEMO_PASSAGES, DEMO_QUESTIONS)
+    passages, questions = jsonl.load_files(DEMO_PASSAGES, DEMO_QUESTIONS)
     by_id = {p.id: p for p in passages}
     for q in questions:
         if q.label == "ik":
@@ -80,4 +80,4 @@ def test_bad_question_lines(tmp_path, change, message):
     passages = write_jsonl(tmp_path / "p.jsonl", TINY_PASSAGES)
     questions = write_jsonl(tmp_path / "q.jsonl", [TINY_QUESTIONS[1], {**TINY_QUESTIONS[0], **change}])
     with pytest.raises(HalluguardError, match=rf"q.jsonl:2: .*{message}"):
-        jsonl.load(passages, questions)
+        jsonl.load_files(passages, questions)

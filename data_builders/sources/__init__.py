@@ -1,21 +1,27 @@
-"""Knowledge-base and question loaders, one module per format, chosen by ``kb.format``."""
+"""Knowledge-base and question loaders, one module per format, chosen by ``kb.format``.
+
+Every loader module exposes ``load(kb_cfg) -> (passages, questions)`` returning
+:class:`halluguard.kb.Passage` and :class:`halluguard.kb.Question` records, and raises
+:class:`halluguard.errors.HalluguardError` naming the file (and line or record) on bad input.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 
 from halluguard.errors import ConfigError, did_you_mean
 from halluguard.kb import Passage, Question
 
-from data_builders.sources import jsonl
-
-FORMATS = {"jsonl": jsonl}
+# format name -> module (imported on use, so one broken optional loader cannot break the others)
+FORMATS = {
+    "jsonl": "data_builders.sources.jsonl",
+}
 
 
 def load_kb(kb_cfg) -> tuple[list[Passage], list[Question]]:
     """Passages and (possibly no) questions for the ``kb`` config group."""
-    loader = FORMATS.get(kb_cfg.format)
-    if loader is None:
+    module = FORMATS.get(kb_cfg.format)
+    if module is None:
         raise ConfigError(f"config key 'kb.format': unknown format '{kb_cfg.format}'"
                           f"{did_you_mean(kb_cfg.format, FORMATS)}; known: {', '.join(FORMATS)}")
-    return loader.load(Path(kb_cfg.passages), Path(kb_cfg.questions) if kb_cfg.questions else None)
+    return importlib.import_module(module).load(kb_cfg)

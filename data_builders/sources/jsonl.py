@@ -58,6 +58,7 @@ def load_questions(path: Path, passage_ids: Optional[set[str]] = None) -> list[Q
             kind=str(obj.get("kind") or ""),
             answers=answers,
             passage_id=None if pid is None else str(pid),
+            meta=dict(obj.get("meta") or {}),
         ))
     if not questions:
         raise HalluguardError(f"{path}: the question file is empty")
@@ -65,7 +66,13 @@ def load_questions(path: Path, passage_ids: Optional[set[str]] = None) -> list[Q
     return questions
 
 
-def load(passages_path: Path, questions_path: Optional[Path]) -> tuple[list[Passage], list[Question]]:
+def load(kb_cfg) -> tuple[list[Passage], list[Question]]:
+    if not kb_cfg.passages:
+        raise HalluguardError("kb.passages is not set: the jsonl format needs a passages file")
+    return load_files(Path(kb_cfg.passages), Path(kb_cfg.questions) if kb_cfg.questions else None)
+
+
+def load_files(passages_path: Path, questions_path: Optional[Path]) -> tuple[list[Passage], list[Question]]:
     passages = load_passages(passages_path)
     questions = load_questions(questions_path, {p.id for p in passages}) if questions_path else []
     return passages, questions

@@ -34,7 +34,8 @@ def run(cfg: DictConfig) -> Manifest:
     encode_s = time.perf_counter() - t0
 
     manifest = Manifest(stage="build", exp=cfg.exp, config=to_plain(cfg))
-    manifest.add_input("kb_passages", Path(cfg.kb.passages))
+    if cfg.kb.passages:
+        manifest.add_input("kb_passages", Path(cfg.kb.passages))
     if cfg.kb.questions:
         manifest.add_input("kb_questions", Path(cfg.kb.questions))
     final = stage_dir(cfg, "build")
