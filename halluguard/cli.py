@@ -125,6 +125,10 @@ def run_stage(stage: str, cfg) -> int:
     from halluguard.config import validate
 
     log = logging.getLogger("halluguard")
+    # Hydra's job logging sets the root logger to INFO; libraries (faiss's loader, sentence-transformers)
+    # would narrate every load. halluguard's own messages stay at INFO.
+    logging.getLogger().setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
     try:
         cfg = validate(cfg)
         module = importlib.import_module(STAGES[stage])  # type: ignore[arg-type]

@@ -187,8 +187,10 @@ def load_tokenizer(source: str, model_cfg) -> "PreTrainedTokenizerBase":
 def load_policy(model_cfg, cache_dir: Path, device: str = "cpu") -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """The causal LM and its tokenizer for the ``model`` config group, ready for batched generation."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     source = resolve_policy_source(model_cfg.name_or_path, cache_dir)
+    hf_logging.disable_progress_bar()  # a cached load takes a second; the bar would only be noise
     tokenizer = load_tokenizer(source, model_cfg)
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -34,9 +34,11 @@ class Encoder:
 
     def __init__(self, name_or_path: str, device: str = "cpu", max_seq_length: int = 256, batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
         from halluguard.models import resolve_encoder_source
 
+        hf_logging.disable_progress_bar()
         self.name = name_or_path
         source = resolve_encoder_source(name_or_path)
         try:

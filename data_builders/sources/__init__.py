@@ -15,6 +15,10 @@ from halluguard.kb import Passage, Question
 # format name -> module (imported on use, so one broken optional loader cannot break the others)
 FORMATS = {
     "jsonl": "data_builders.sources.jsonl",
+    "squad2": "data_builders.sources.squad2",
+    "halueval": "data_builders.sources.halueval",
+    "selfaware": "data_builders.sources.selfaware",
+    "textdir": "data_builders.sources.textdir",
 }
 
 
