@@ -102,6 +102,88 @@ class PromptConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Knowledge probe: in-knowledge (ik), out-of-knowledge (ook) or ambiguous, from retrieval."""
+
+    ook_max_top1: float = 0.30
+    """Top-1 similarity below this: nothing in the knowledge base is about the question -> ook."""
+    ik_min_top1: float = 0.55
+    """Questions without a gold answer: top-1 at or above this (and a clear gap) -> ik."""
+    ik_min_gap: float = 0.05
+    """...and the best passage must beat the second by this much (one clear source)."""
+    use_model: bool = False
+    """Also sample the reference model (R-Tuning style) and mark known/unknown (slow)."""
+    model_samples: int = 4
+
+
+@dataclass
+class SynthesisConfig:
+    """Out-of-knowledge cases made from in-knowledge questions, each verified before it is kept."""
+
+    context_swap: bool = True
+    """Same question, nearest passages that do not hold its answer (minimal pair)."""
+    context_swap_pool: int = 12
+    """Neighbours searched for swap evidence."""
+    entity_swap: bool = True
+    """Replace the question's key entity or number with one the knowledge base does not hold."""
+    unstated_detail: bool = True
+    """Ask for an attribute of the passage's subject that the passage does not state."""
+    false_premise: bool = True
+    """Presuppose something about the subject that the evidence does not support."""
+    max_per_question: int = 2
+
+
+@dataclass
+class NegativesConfig:
+    near_miss: bool = True
+    """Fabrications with a same-type value (price, duration, name) from a neighbouring passage."""
+    external: bool = True
+    """Dataset-provided negatives (HaluEval hallucinated_answer, SQuAD 2.0 plausible_answers)."""
+    on_policy: bool = False
+    """Sample fabrications from the reference model itself (needs the policy; slower)."""
+    on_policy_max_new_tokens: int = 48
+    on_policy_temperature: float = 0.8
+    needless_refusal: bool = True
+    """For ik questions: a refusal where the evidence holds the answer."""
+    wrong_answer: bool = True
+    """For ik questions: an answer that contradicts the evidence."""
+
+
+@dataclass
+class FilterConfig:
+    max_nll: float = 6.0
+    """Too fake: mean per-token NLL of the rejected response under the reference model (needs nll=true)."""
+    nll: bool = False
+    off_type: bool = True
+    """Drop fabrications whose value type differs from the question's expected answer type."""
+    near_duplicate_question: float = 0.95
+    """Questions this similar with opposite labels are ambiguous: both leave training."""
+    duplicate_pair: float = 0.98
+    """Pairs whose prompt+rejected embeddings are this similar are near-duplicates: one is kept."""
+    indistinguishable_margin: float = 0.0
+    """Drop refusal-vs-fabrication pairs whose sides the refusal detector scores within this margin."""
+
+
+@dataclass
+class SplitConfig:
+    heldout_fraction: float = 0.2
+    """Share of groups (articles, handbook sections) held out from training."""
+    seed: int = 0
+
+
+@dataclass
+class BuilderConfig:
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    refusals_per_case: int = 1
+    max_questions: int = 0
+    """Use at most this many questions (0 = all), sampled by seed: for quick trials."""
+
+
+@dataclass
 class DemoConfig:
     """What ``halluguard run`` shows until the training stages exist."""
 
@@ -123,6 +205,7 @@ class RootConfig:
     kb: KBConfig = field(default_factory=KBConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    builder: BuilderConfig = field(default_factory=BuilderConfig)
 
 
 def _schema_fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -150,7 +233,9 @@ def _dataclass_of(type_: Any) -> Optional[type]:
     return type_ if dataclasses.is_dataclass(type_) else None
 
 
-_NAMES = {c.__name__: c for c in (PathsConfig, ModelConfig, RetrieverConfig, KBConfig, PromptConfig, DemoConfig)}
+_NAMES = {c.__name__: c for c in (PathsConfig, ModelConfig, RetrieverConfig, KBConfig, PromptConfig, DemoConfig,
+                                   ProbeConfig, SynthesisConfig, NegativesConfig, FilterConfig, SplitConfig,
+                                   BuilderConfig)}
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:

@@ -152,12 +152,25 @@ class KnowledgeIndex:
         if not passages:
             raise HalluguardError("the knowledge base has no passages to index")
         vectors = encoder.encode([passage_text(p) for p in passages], progress=progress, desc="encoding passages")
+        return cls.from_vectors(vectors, passages, encoder.name, retriever_cfg, seed=seed, progress=progress)
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, passages: list[Passage], encoder_name: str, retriever_cfg,
+                     seed: int = 0, progress: bool = False) -> "KnowledgeIndex":
+        """Index already-encoded passages (e.g. a subset of a knowledge base, without re-encoding)."""
+        if not passages:
+            raise HalluguardError("the knowledge base has no passages to index")
         kind = str(getattr(retriever_cfg.index, "value", retriever_cfg.index))
         index = build_faiss_index(vectors, kind=kind, nlist=retriever_cfg.nlist, nprobe=retriever_cfg.nprobe,
                                   train_size=retriever_cfg.train_size, seed=seed, progress=progress)
-        info = IndexInfo(encoder=encoder.name, dim=encoder.dim, kind=kind, count=len(passages),
+        info = IndexInfo(encoder=encoder_name, dim=int(vectors.shape[1]), kind=kind, count=len(passages),
                          nlist=getattr(index, "nlist", 0), nprobe=getattr(index, "nprobe", 0))
         return cls(index, passages, info)
+
+    def hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+        """Turn ``search_vectors`` output into Hit lists (dropping FAISS's -1 padding)."""
+        return [[Hit(self.passages[j], float(s), r) for r, (s, j) in enumerate(zip(row_s, row_i)) if j >= 0]
+                for row_s, row_i in zip(scores, ids)]
 
     def search_vectors(self, queries: np.ndarray, k: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         return search_index(self.index, queries, k, batch_size)
@@ -166,9 +179,7 @@ class KnowledgeIndex:
         if encoder.name != self.info.encoder:
             raise HalluguardError(f"the index was built with encoder '{self.info.encoder}' but queries use "
                                   f"'{encoder.name}'; rebuild the index or set retriever.encoder to match")
-        scores, ids = self.search_vectors(encoder.encode(questions), k, encoder.batch_size)
-        return [[Hit(self.passages[j], float(s), r) for r, (s, j) in enumerate(zip(row_s, row_i)) if j >= 0]
-                for row_s, row_i in zip(scores, ids)]
+        return self.hits(*self.search_vectors(encoder.encode(questions), k, encoder.batch_size))
 
     def save(self, folder: Path) -> None:
         import faiss

@@ -17,7 +17,8 @@ def group_options():
 
 @pytest.mark.parametrize("group,option", list(group_options()))
 def test_every_shipped_option_composes_and_validates(compose, group, option):
-    required = {("model", "hf"): ["model.name_or_path=/tmp"], ("kb", "jsonl"): ["kb.passages=/tmp/p.jsonl"]}
+    required = {("model", "hf"): ["model.name_or_path=/tmp"], ("kb", "jsonl"): ["kb.passages=/tmp/p.jsonl"],
+                ("kb", "textdir"): ["kb.passages=/tmp"]}
     cfg = compose([f"{group}={option}", *required.get((group, option), [])])
     assert cfg.stage == "build"
     # Every interpolation resolves (no ??? left, no broken ${...}).

@@ -32,7 +32,8 @@ def load_questions(path: Path) -> list[Question]:
     data = _read_json(path)
     examples = data.get("example") if isinstance(data, dict) else None
     if not isinstance(examples, list):
-        got = f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        got = (f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict)
+               else f"a JSON {type(data).__name__}")
         raise HalluguardError(f"{path}: {EXPECTED}; got {got}")
     questions = []
     for i, ex in enumerate(examples):

@@ -70,7 +70,8 @@ def read_squad(path: Path) -> list[_Paragraph]:
     data = _read_json(path)
     articles = data.get("data") if isinstance(data, dict) else None
     if not isinstance(articles, list):
-        got = f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict) else f"a JSON {_json_type(data)}"
+        got = (f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict)
+               else f"a JSON {_json_type(data)}")
         raise HalluguardError(f"{path}: {EXPECTED}; got {got}")
     out: list[_Paragraph] = []
     for a, article in enumerate(articles):
@@ -100,7 +101,7 @@ def read_squad(path: Path) -> list[_Paragraph]:
     return out
 
 
-def _question(qa: dict, where: str, passage_id: str) -> Question:
+def _question(qa: dict, where: str, passage_id: Optional[str]) -> Question:
     qid = qa.get("id")
     if not isinstance(qid, (str, int)) or not str(qid).strip():
         raise HalluguardError(f"{where}: field 'id' must be a non-empty string, got {qid!r:.40}")
@@ -144,7 +145,7 @@ def _questions_against(paragraphs: list[_Paragraph], passages: list[Passage]) ->
     for para in paragraphs:
         pid = by_text.get((para.passage.group, para.passage.text))
         for qa, where in para.qas:
-            question = _question(qa, where, pid or "")
+            question = _question(qa, where, pid)
             if pid is None:
                 question.meta["squad_answers"] = question.answers
                 question.meta["squad_kind"] = question.kind

@@ -1,8 +1,15 @@
-"""``halluguard build``: read the knowledge base, embed it, and save the FAISS index.
+"""``halluguard build``: knowledge base + questions -> FAISS index, knowledge probe, preference pairs.
 
-Outputs (``runs/<exp>/build/``): ``index/`` (FAISS index + passages + info), ``questions.jsonl``
-(the questions in halluguard's schema), ``manifest.json``. The preference pairs, knowledge probe
-and splits of the builders issue will be written here too.
+Outputs (``runs/<exp>/build/``, written atomically):
+
+* ``index/`` - FAISS index over every passage, with the passages beside it
+* ``questions.jsonl`` - the questions in halluguard's schema
+* ``pairs/`` - ``datasets`` DatasetDict (train / heldout) with TRL columns prompt, chosen, rejected
+  (conversational format) plus kind, label, evidence ids and filter scores; ``pairs_*.jsonl`` to read
+* ``ppo_prompts/`` - training prompts for PPO; ``heldout/`` - held-out prompts for evaluation
+* ``probe.jsonl``, ``cases.jsonl``, ``stats.json``, ``summary.md`` and PNG plots
+
+A knowledge base without questions is only indexed.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from halluguard.artifacts import Manifest, atomic_dir, write_jsonl
-from halluguard.config import stage_dir, to_plain
+from halluguard.config import resolve_cache_dir, stage_dir, to_plain
+from halluguard.errors import HalluguardError
 
 log = logging.getLogger("halluguard.build")
 
@@ -26,35 +34,82 @@ def run(cfg: DictConfig) -> Manifest:
 
     start = time.perf_counter()
     passages, questions = load_kb(cfg.kb)
+    if not passages:
+        raise HalluguardError(f"knowledge base '{cfg.kb.name}' has no passages: `halluguard build` needs one to "
+                              "retrieve from (closed-book question sets such as SelfAware are for evaluation)")
     log.info("knowledge base '%s': %d passages, %d questions", cfg.kb.name, len(passages), len(questions))
-
     encoder = Encoder.from_config(cfg.retriever)
-    t0 = time.perf_counter()
-    kb_index = KnowledgeIndex.build(passages, encoder, cfg.retriever, seed=cfg.seed)
-    encode_s = time.perf_counter() - t0
 
     manifest = Manifest(stage="build", exp=cfg.exp, config=to_plain(cfg))
-    if cfg.kb.passages:
-        manifest.add_input("kb_passages", Path(cfg.kb.passages))
-    if cfg.kb.questions:
-        manifest.add_input("kb_questions", Path(cfg.kb.questions))
+    for name in ("passages", "questions"):
+        if cfg.kb[name]:
+            manifest.add_input(f"kb_{name}", Path(cfg.kb[name]))
     final = stage_dir(cfg, "build")
     with atomic_dir(final) as out:
-        kb_index.save(out / "index")
         write_jsonl(out / "questions.jsonl", (q.to_dict() for q in questions))
-        manifest.add_output("index", out / "index", out)
         manifest.add_output("questions", out / "questions.jsonl", out)
+        if questions:
+            result = _build_pairs(cfg, passages, questions, encoder, out, final)
+            kb_index, metrics = result.index, _headline(result.stats)
+            for name in ("pairs", "ppo_prompts", "heldout", "stats"):
+                manifest.add_output(name, result.outputs[name], out)
+        else:
+            log.warning("no questions: indexing only (no pairs, no probe)")
+            kb_index, metrics = KnowledgeIndex.build(passages, encoder, cfg.retriever, seed=cfg.seed), {}
+        kb_index.save(out / "index")
+        manifest.add_output("index", out / "index", out)
         manifest.metrics = {
             "passages": len(passages),
             "questions": len(questions),
             "questions_by_label": dict(Counter(q.label or "unlabelled" for q in questions)),
             "questions_by_kind": dict(Counter(q.kind or "unknown" for q in questions)),
             "index_kind": kb_index.info.kind,
-            "index_seconds": round(encode_s, 3),
-            "passages_per_second": round(len(passages) / max(encode_s, 1e-9), 1),
+            **metrics,
         }
         manifest.duration_s = round(time.perf_counter() - start, 3)
         manifest.write(out)
     manifest.path = final / "manifest.json"
-    log.info("indexed %d passages (%s) in %.1f s -> %s", len(passages), kb_index.info.kind, encode_s, final)
     return manifest
+
+
+def _build_pairs(cfg, passages, questions, encoder, out, final):
+    from data_builders import pipeline
+    from halluguard.refusal import RefusalDetector
+
+    policy = None
+    b = cfg.builder
+    if b.negatives.on_policy or b.filters.nll:
+        from halluguard.models import load_policy
+
+        policy = load_policy(cfg.model, resolve_cache_dir(cfg))
+    detector = RefusalDetector(encoder=encoder)
+    result = pipeline.build(cfg, passages, questions, encoder, out, policy=policy, detector=detector)
+    _print_summary(result.stats, final)
+    return result
+
+
+def _headline(stats: dict) -> dict:
+    agree = stats.get("probe_agreement") or {}
+    return {
+        "final_label": stats["final_label"],
+        "gray_zone": stats["gray_zone"],
+        "pairs_train": stats["pairs"]["train"]["total"],
+        "pairs_heldout": stats["pairs"]["heldout"]["total"],
+        "pairs_by_kind_train": stats["pairs"]["train"]["by_kind"],
+        "probe_accuracy_decided": agree.get("accuracy_decided"),
+        "probe_coverage": agree.get("coverage"),
+        "timings_s": stats.get("timings_s"),
+    }
+
+
+def _print_summary(stats: dict, out: Path) -> None:
+    print(f"\nbuild: {stats['questions']} questions -> final labels {stats['final_label']} "
+          f"(gray zone {stats['gray_zone']}, kept out of training)")
+    agree = stats.get("probe_agreement")
+    if agree:
+        print(f"probe vs dataset labels: accuracy {agree['accuracy_decided']} on the {agree['coverage']:.0%} it "
+              f"decided; ook recall {agree['ook_recall']}, ook precision {agree['ook_precision']}")
+    for side in ("train", "heldout"):
+        p = stats["pairs"][side]
+        print(f"{side:>8} pairs: {p['total']:5d}  {p['by_kind']}")
+    print(f"summary: {out / 'summary.md'}")

@@ -1,0 +1,353 @@
+"""The build pipeline: knowledge base + questions -> probe, cases, preference pairs, splits, report.
+
+    encode passages and questions (once) -> full FAISS index
+    group of each question (its gold passage's group, else its best hit's) -> held-out groups
+    training retrieval sees only training passages; held-out retrieval sees everything
+    probe every question -> ik / ook / ambiguous (ambiguous leaves training, counted)
+    cases: the questions, plus verified OOK cases synthesised from IK ones
+    pairs per case (refusal vs fabrication; grounded vs needless refusal / wrong answer)
+    optional: on-policy fabrications and NLL from the reference model
+    filters (each counted) -> outputs + stats + summary
+
+Everything is written into ``out_dir`` (the caller makes that folder atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from data_builders import filters, report, responses, splits, synthesis
+from data_builders.answer_types import contains_answer
+from data_builders.probe import AMBIGUOUS, IK, OOK, agreement, probe_questions
+from data_builders.records import (FABRICATION_ON_POLICY, OOK_REFUSAL_VS_FABRICATION, PAIR_KINDS, Case, Pair,
+                                   ProbeResult)
+from halluguard.artifacts import write_jsonl
+from halluguard.errors import HalluguardError
+from halluguard.kb import Passage, Question
+from halluguard.prompting import build_messages
+from halluguard.retrieval import Encoder, Hit, KnowledgeIndex, passage_text
+
+log = logging.getLogger("halluguard.build")
+
+
+class BuildResult:
+    def __init__(self, stats: dict, index: KnowledgeIndex, outputs: dict[str, Path]):
+        self.stats, self.index, self.outputs = stats, index, outputs
+
+
+def build(cfg, passages: list[Passage], questions: list[Question], encoder: Encoder, out_dir: Path,
+          policy: Optional[tuple[Any, Any]] = None, detector=None) -> BuildResult:
+    """Run every builder step; ``policy`` = (model, tokenizer) for on-policy negatives and NLL."""
+    bcfg, k = cfg.builder, int(cfg.prompt.passages)
+    timings: dict[str, float] = {}
+    rng = random.Random(cfg.seed)
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    if bcfg.max_questions and len(questions) > bcfg.max_questions:
+        questions = sorted(random.Random(cfg.seed).sample(questions, bcfg.max_questions), key=lambda q: q.id)
+
+    # 1. encode once; full index
+    p_vecs = encoder.encode([passage_text(p) for p in passages], progress=True, desc="encoding passages")
+    q_vecs = encoder.encode([q.question for q in questions], progress=True, desc="encoding questions")
+    lap("encode")
+    full = KnowledgeIndex.from_vectors(p_vecs, passages, encoder.name, cfg.retriever, seed=cfg.seed)
+    by_id = {p.id: p for p in passages}
+
+    # 2. split by group: whole articles / sections go to one side
+    top1 = full.hits(*full.search_vectors(q_vecs, 1))
+    groups = [by_id[q.passage_id].group if q.passage_id in by_id else (h[0].passage.group if h else "")
+              for q, h in zip(questions, top1)]
+    stubs = [Case(id=q.id, question=q.question, label=q.label or "", kind=q.kind, evidence=[], group=g)
+             for q, g in zip(questions, groups)]
+    train_stubs, held_stubs, split_info = splits.group_split(stubs, bcfg.split.heldout_fraction, bcfg.split.seed)
+    held_ids = {c.id for c in held_stubs}
+    heldout_groups = set(split_info.get("heldout_groups", [])) if isinstance(split_info, dict) else set()
+    masked = splits.evidence_mask(passages, heldout_groups)
+    train_rows = [i for i, p in enumerate(passages) if p.id not in masked]
+    if not train_rows:
+        raise HalluguardError("every passage is in a held-out group; lower builder.split.heldout_fraction")
+    train_index = KnowledgeIndex.from_vectors(p_vecs[train_rows], [passages[i] for i in train_rows],
+                                              encoder.name, cfg.retriever, seed=cfg.seed)
+    lap("split")
+
+    # 3. retrieval: the evidence each prompt shows, and a neighbour pool for synthesis
+    pool = max(k, int(bcfg.synthesis.context_swap_pool))
+    is_held = np.array([q.id in held_ids for q in questions])
+    hits: list[list[Hit]] = [[] for _ in questions]
+    for index, mask in ((train_index, ~is_held), (full, is_held)):
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            for row, h in zip(rows, index.hits(*index.search_vectors(q_vecs[rows], pool))):
+                hits[row] = h
+    lap("retrieve")
+
+    # 4. probe
+    results = probe_questions(questions, [h[:k] for h in hits], bcfg.probe)
+    _, gray_counts = filters.gray_zone(results)
+    agree = agreement(questions, results)
+    warning = report.warn_if_all_ambiguous(results)
+    if warning:
+        log.warning(warning)
+    lap("probe")
+
+    # 5. cases (+ synthesis from ik questions)
+    cases: dict[str, list[Case]] = {"train": [], "heldout": []}
+    synth_counts: Counter = Counter()
+    for q, g, h, r in zip(questions, groups, hits, results):
+        side = "heldout" if q.id in held_ids else "train"
+        if r.label == AMBIGUOUS:
+            continue
+        evidence = [x.passage for x in h[:k]]
+        base = Case(id=q.id, question=q.question, label=r.label, kind=q.kind or r.label, evidence=evidence,
+                    answers=list(q.answers), source_question_id=q.id, group=g,
+                    meta={**q.meta, "passage_id": q.passage_id})
+        cases[side].append(base)
+        if r.label == IK and q.answers:
+            made = synthesis.synthesize(q, evidence, [x.passage for x in h], passages, bcfg.synthesis, k, rng)
+            for case in made:
+                case.group = g
+                case.meta.setdefault("passage_id", q.passage_id)
+                ok, why = synthesis.verify_ook(case, q.answers)
+                synth_counts[f"{case.kind}:{'kept' if ok else 'rejected'}"] += 1
+                if ok:
+                    cases[side].append(case)
+            synth_counts["attempted"] += 1
+    lap("cases")
+
+    # 6. pairs
+    pairs: dict[str, list[Pair]] = {}
+    neighbours_of = {q.id: [x.passage for x in h] for q, h in zip(questions, hits)}
+    for side, side_cases in cases.items():
+        side_pairs = []
+        for case in side_cases:
+            neigh = [p for p in neighbours_of.get(case.source_question_id, []) if p.id not in {e.id for e in case.evidence}]
+            side_pairs += responses.make_pairs(case, neigh, passages, bcfg.negatives, rng,
+                                               refusals_per_case=bcfg.refusals_per_case)
+        pairs[side] = side_pairs
+    case_by_id = {c.id: c for side in cases.values() for c in side}
+    lap("pairs")
+
+    # 7. the reference model's view (optional): on-policy fabrications, NLL of negatives
+    prompt_text = {}
+    if policy is not None and (bcfg.negatives.on_policy or bcfg.filters.nll):
+        from halluguard.prompting import render_prompt
+
+        model, tokenizer = policy
+        for c in case_by_id.values():
+            prompt_text[c.id] = render_prompt(tokenizer, build_messages(c.question, c.evidence, cfg.prompt))
+        if bcfg.negatives.on_policy:
+            pairs = _add_on_policy(pairs, cases, prompt_text, model, tokenizer, bcfg, detector, rng, cfg.seed)
+            lap("on_policy")
+        if bcfg.filters.nll:
+            from data_builders.policy_scoring import mean_token_nll
+
+            for side, side_pairs in pairs.items():
+                nll = mean_token_nll(model, tokenizer, [prompt_text[p.case_id] for p in side_pairs],
+                                     [p.rejected for p in side_pairs], progress=True)
+                pairs[side] = [replace(p, scores={**p.scores, "nll": round(float(v), 4)})
+                               for p, v in zip(side_pairs, nll)]
+            lap("nll")
+
+    # 8. filters, each counted, on both sides
+    filter_reports: dict[str, list] = {}
+    kept_cases: dict[str, list[Case]] = {}
+    for side in ("train", "heldout"):
+        reps: list[dict] = []
+
+        def timed(fn, *args, **kw):
+            t0 = time.perf_counter()
+            kept, counts = fn(*args, **kw)
+            reps.append({**counts, "seconds": round(time.perf_counter() - t0, 3)})
+            return kept
+
+        side_cases = cases[side]
+        vecs = encoder.encode([c.question for c in side_cases]) if side_cases else np.zeros((0, encoder.dim), np.float32)
+        # Synthetic cases are verified minimal pairs of their own source (only the evidence or the
+        # key entity differs): near-identical by design, not ambiguous.
+        side_cases = timed(filters.opposite_label_near_duplicates, side_cases, vecs,
+                           bcfg.filters.near_duplicate_question, exempt_kinds=synthesis.SYNTHETIC_KINDS)
+        alive = {c.id for c in side_cases}
+        sp = [p for p in pairs[side] if p.case_id in alive]
+        if detector is not None:
+            sp = timed(filters.refusal_in_negative, sp, detector)
+            sp = timed(filters.positive_not_refusal, sp, detector)
+            sp = timed(filters.indistinguishable, sp, detector, bcfg.filters.indistinguishable_margin)
+        if bcfg.filters.off_type:
+            sp = timed(filters.off_type, sp)
+        if bcfg.filters.nll:
+            sp = timed(filters.too_fake_nll, sp, bcfg.filters.max_nll)
+        sp = timed(filters.duplicate_pairs, sp, {c.id: c.question for c in side_cases}, encoder,
+                   bcfg.filters.duplicate_pair)
+        pairs[side] = sp
+        kept_cases[side] = side_cases
+        filter_reports[side] = reps
+    splits.check_no_leakage(kept_cases["train"], kept_cases["heldout"])
+    lap("filters")
+
+    # 9. outputs
+    outputs = _write_outputs(out_dir, cfg, kept_cases, pairs, case_by_id, results, questions, held_ids)
+    filter_reports["train"].insert(0, gray_counts)
+    stats = _stats(questions, results, kept_cases, pairs, filter_reports, synth_counts, agree, split_info,
+                   timings, warning, bcfg)
+    report.write_stats(out_dir / "stats.json", stats)
+    samples = _samples(pairs["train"], case_by_id, rng)
+    written = report.write_summary(out_dir, stats, results, pairs["train"], samples,
+                                   question_kinds={q.id: q.kind for q in questions})
+    outputs.update({Path(p).stem: Path(p) for p in written})
+    outputs["stats"] = out_dir / "stats.json"
+    lap("outputs")
+    stats["timings_s"] = timings
+    report.write_stats(out_dir / "stats.json", stats)
+    return BuildResult(stats, full, outputs)
+
+
+def _add_on_policy(pairs, cases, prompt_text, model, tokenizer, bcfg, detector, rng, seed):
+    from data_builders.policy_scoring import sample_fabrications
+
+    for side, side_cases in cases.items():
+        ook = [c for c in side_cases if c.label == OOK]
+        if not ook:
+            continue
+        samples = sample_fabrications(model, tokenizer, [prompt_text[c.id] for c in ook],
+                                      max_new_tokens=bcfg.negatives.on_policy_max_new_tokens,
+                                      temperature=bcfg.negatives.on_policy_temperature, seed=seed)
+        refused = detector.is_refusal(samples) if detector is not None else np.zeros(len(samples), bool)
+        for case, text, is_ref in zip(ook, samples, refused):
+            if is_ref or not text.strip():
+                continue  # the model already refuses here: nothing to push against
+            chosen = responses.refusal(case, rng, n=1)[0]
+            pairs[side].append(Pair(case_id=case.id, pair_kind=OOK_REFUSAL_VS_FABRICATION, chosen=chosen,
+                                    rejected=text, chosen_kind="refusal", rejected_kind=FABRICATION_ON_POLICY,
+                                    scores={"type_match": 1.0}))
+    return pairs
+
+
+def _pair_row(p: Pair, case: Case, prompt_cfg) -> dict:
+    return {
+        "prompt": build_messages(case.question, case.evidence, prompt_cfg),
+        "chosen": [{"role": "assistant", "content": p.chosen}],
+        "rejected": [{"role": "assistant", "content": p.rejected}],
+        "kind": p.pair_kind,
+        "label": case.label,
+        "case_id": case.id,
+        "question_id": case.source_question_id,
+        "case_kind": case.kind,
+        "synthetic": case.synthetic,
+        "evidence_ids": [e.id for e in case.evidence],
+        "chosen_kind": p.chosen_kind,
+        "rejected_kind": p.rejected_kind,
+        "nll": p.scores.get("nll"),
+        "type_match": p.scores.get("type_match"),
+        "detector_chosen": p.scores.get("detector_chosen"),
+        "detector_rejected": p.scores.get("detector_rejected"),
+        "scores_json": json.dumps(p.scores, sort_keys=True),
+    }
+
+
+def _case_row(case: Case, prompt_cfg, probe: Optional[ProbeResult]) -> dict:
+    return {
+        "prompt": build_messages(case.question, case.evidence, prompt_cfg),
+        "question": case.question,
+        "label": case.label,
+        "kind": case.kind,
+        "case_id": case.id,
+        "question_id": case.source_question_id,
+        "synthetic": case.synthetic,
+        "answers": list(case.answers),
+        "evidence_ids": [e.id for e in case.evidence],
+        "evidence_holds_answer": bool(case.answers) and contains_answer("\n".join(e.text for e in case.evidence),
+                                                                         case.answers),
+        "group": case.group,
+        "top1": probe.top1 if probe and not case.synthetic else None,
+    }
+
+
+def _write_outputs(out_dir: Path, cfg, cases, pairs, case_by_id, results, questions, held_ids) -> dict[str, Path]:
+    from datasets import Dataset, DatasetDict
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # saving a few thousand rows takes milliseconds
+    probe_by_q = {r.question_id: r for r in results}
+    pair_rows = {side: [_pair_row(p, case_by_id[p.case_id], cfg.prompt) for p in pairs[side]] for side in pairs}
+    case_rows = {side: [_case_row(c, cfg.prompt, probe_by_q.get(c.source_question_id)) for c in cases[side]]
+                 for side in cases}
+    for side in ("train", "heldout"):
+        if not pair_rows[side]:
+            raise HalluguardError(f"the build produced no {side} pairs (after filters); see stats.json — "
+                                  "too few questions, or thresholds that leave every question ambiguous")
+    DatasetDict({s: Dataset.from_list(r) for s, r in pair_rows.items()}).save_to_disk(str(out_dir / "pairs"))
+    Dataset.from_list(case_rows["train"]).save_to_disk(str(out_dir / "ppo_prompts"))
+    Dataset.from_list(case_rows["heldout"]).save_to_disk(str(out_dir / "heldout"))
+    for side in ("train", "heldout"):
+        write_jsonl(out_dir / f"pairs_{side}.jsonl", pair_rows[side])
+    write_jsonl(out_dir / "cases.jsonl", ({**c.to_dict(), "split": side} for side in cases for c in cases[side]))
+    write_jsonl(out_dir / "probe.jsonl", ({**r.to_dict(), "split": "heldout" if r.question_id in held_ids else "train"}
+                                          for r in results))
+    return {"pairs": out_dir / "pairs", "ppo_prompts": out_dir / "ppo_prompts", "heldout": out_dir / "heldout",
+            "pairs_train_jsonl": out_dir / "pairs_train.jsonl", "pairs_heldout_jsonl": out_dir / "pairs_heldout.jsonl",
+            "cases": out_dir / "cases.jsonl", "probe": out_dir / "probe.jsonl"}
+
+
+def _stats(questions, results, cases, pairs, filter_reports, synth_counts, agree, split_info, timings, warning, bcfg):
+    def count(items, key):
+        return dict(sorted(Counter(key(x) for x in items).items()))
+
+    return {
+        "questions": len(questions),
+        "questions_by_dataset_label": count(questions, lambda q: q.label or "unlabelled"),
+        "probe_label": count(results, lambda r: r.probe_label),
+        "final_label": count(results, lambda r: r.label),
+        "gray_zone": sum(r.label == AMBIGUOUS for r in results),
+        "gray_zone_reasons": count([r for r in results if r.label == AMBIGUOUS], lambda r: r.reason.split(" (")[0]),
+        "probe_agreement": agree,
+        "probe_thresholds": {"ook_max_top1": bcfg.probe.ook_max_top1, "ik_min_top1": bcfg.probe.ik_min_top1,
+                       "ik_min_gap": bcfg.probe.ik_min_gap},
+        "synthesis": dict(sorted(synth_counts.items())),
+        "cases": {side: {"total": len(c), "by_label": count(c, lambda x: x.label), "by_kind": count(c, lambda x: x.kind)}
+                  for side, c in cases.items()},
+        "pairs": {side: {"total": len(p), "by_kind": count(p, lambda x: x.pair_kind),
+                         "by_rejected_kind": count(p, lambda x: x.rejected_kind)} for side, p in pairs.items()},
+        "pair_kinds_expected": list(PAIR_KINDS),
+        "filters": filters.summarize(filter_reports["train"]),
+        "filters_heldout": filters.summarize(filter_reports["heldout"]),
+        "split": split_info,
+        "warning": warning,
+        "top1_by_final_label": {lab: _describe([r.top1 for r in results if r.label == lab]) for lab in (IK, OOK, AMBIGUOUS)},
+        "timings_s": timings,
+    }
+
+
+def _describe(values) -> Optional[dict]:
+    if not values:
+        return None
+    a = np.asarray(values)
+    return {"n": len(a), "mean": round(float(a.mean()), 4), "p10": round(float(np.percentile(a, 10)), 4),
+            "p90": round(float(np.percentile(a, 90)), 4)}
+
+
+def _samples(pairs: list[Pair], case_by_id: dict[str, Case], rng: random.Random, per_kind: int = 3) -> list[dict]:
+    out = []
+    for kind in PAIR_KINDS:
+        of_kind = [p for p in pairs if p.pair_kind == kind]
+        for p in random.Random(rng.random()).sample(of_kind, min(per_kind, len(of_kind))):
+            c = case_by_id[p.case_id]
+            out.append({"question": c.question, "case_kind": c.kind, "case_id": c.id,
+                        "evidence_titles": [e.title or e.id for e in c.evidence],
+                        "pair_kind": p.pair_kind, "chosen": p.chosen, "rejected": p.rejected,
+                        "rejected_kind": p.rejected_kind})
+    return out

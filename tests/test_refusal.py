@@ -1,0 +1,197 @@
+"""The refusal detector: measured on the labelled sets, plus its contract (range, threshold, empties)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import halluguard
+from halluguard.errors import HalluguardError
+from halluguard.refusal import ABSTENTION_PROTOTYPES, ANSWER_PROTOTYPES, RefusalDetector, lead_of
+
+EVAL_DIR = Path(halluguard.__file__).parent / "data" / "refusal_eval"
+CATEGORIES = {  # category -> is it an abstention?
+    "refusal": True, "clarification": True, "redirect": True, "policy_phrasing": True,
+    "hedged_answer": False, "plain_answer": False, "negated_answer": False, "answer_with_caveat": False,
+}
+# en_heldout.jsonl: lines 1-81 were written after the first tuning round, lines 82+ after the second.
+HELDOUT_BATCH1 = 81
+
+
+def load(name: str) -> list[dict]:
+    with open(EVAL_DIR / name, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def sentences(text: str) -> list[str]:
+    parts = re.split(r"(?<=[.!?;:])\s+", text)
+    return [" ".join(re.sub(r"[^\w\s']", " ", p.lower()).split()) for p in parts if p.strip()]
+
+
+def measure(rows: list[dict], predicted: np.ndarray) -> tuple[float, float, dict[str, float], str]:
+    truth = np.array([r["refusal"] for r in rows])
+    tp = int((predicted & truth).sum())
+    precision = tp / max(int(predicted.sum()), 1)
+    recall = tp / max(int(truth.sum()), 1)
+    per_cat = {}
+    for cat in sorted({r["category"] for r in rows}):
+        mask = np.array([r["category"] == cat for r in rows])
+        per_cat[cat] = float(np.mean(predicted[mask] == truth[mask]))
+    wrong = [f"  [{r['category']}] {r['response']!r}" for r, p, t in zip(rows, predicted, truth) if p != t]
+    report = (f"precision={precision:.3f} recall={recall:.3f} (n={len(rows)}, refusals={int(truth.sum())})\n"
+              + "\n".join(f"  {c:20s} accuracy={a:.3f}" for c, a in per_cat.items())
+              + ("\nmisclassified:\n" + "\n".join(wrong) if wrong else ""))
+    return precision, recall, per_cat, report
+
+
+@pytest.fixture(scope="module")
+def detector(encoder):
+    return RefusalDetector(encoder)
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    return load("en.jsonl")
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return load("en_heldout.jsonl")
+
+
+# ---------------------------------------------------------------- the labelled data itself
+
+@pytest.mark.parametrize("name,minimum", [("en.jsonl", 260), ("en_heldout.jsonl", 60)])
+def test_labelled_files_follow_the_schema(name, minimum):
+    rows = load(name)
+    assert len(rows) >= minimum
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({r["response"] for r in rows}) == len(rows)
+    for r in rows:
+        assert set(r) == {"id", "response", "refusal", "category"}, r
+        assert r["category"] in CATEGORIES, r
+        assert r["refusal"] is CATEGORIES[r["category"]], r
+        assert r["response"].strip(), r
+    if name == "en.jsonl":
+        counts = Counter(r["category"] for r in rows)
+        for cat in CATEGORIES:
+            assert counts[cat] >= (20 if cat == "policy_phrasing" else 30), (cat, counts[cat])
+
+
+def test_prototypes_and_labelled_sets_share_no_sentence(labelled, heldout):
+    proto_sentences = {s for p in ABSTENTION_PROTOTYPES + ANSWER_PROTOTYPES for s in sentences(p)}
+    assert 30 <= len(ABSTENTION_PROTOTYPES) <= 60 and 30 <= len(ANSWER_PROTOTYPES) <= 60
+    for rows in (labelled, heldout):
+        for r in rows:
+            shared = proto_sentences & set(sentences(r["response"]))
+            assert not shared, (r["id"], shared)
+    held = {r["response"] for r in heldout}
+    assert not held & {r["response"] for r in labelled}
+
+
+# ---------------------------------------------------------------- measured quality
+
+def test_precision_and_recall_on_the_labelled_set(detector, labelled):
+    predicted = detector.is_refusal([r["response"] for r in labelled])
+    precision, recall, _, report = measure(labelled, predicted)
+    print("\nen.jsonl:", report)
+    assert precision >= 0.95 and recall >= 0.95, report
+
+
+def test_precision_and_recall_on_the_heldout_set(detector, heldout):
+    predicted = detector.is_refusal([r["response"] for r in heldout])
+    precision, recall, _, report = measure(heldout, predicted)
+    _, _, _, late = measure(heldout[HELDOUT_BATCH1:], predicted[HELDOUT_BATCH1:])
+    print("\nen_heldout.jsonl:", report, "\n  of which lines 82+:", late.splitlines()[0])
+    assert precision >= 0.90 and recall >= 0.90, report
+
+
+def test_patterns_only_detector_catches_every_policy_phrasing(labelled):
+    patterns_only = RefusalDetector(encoder=None)
+    policy = [r["response"] for r in labelled if r["category"] == "policy_phrasing"]
+    flagged = patterns_only.is_refusal(policy)
+    missed = [p for p, f in zip(policy, flagged) if not f]
+    assert not missed, missed
+    # and it does not mistake answers containing a negation for refusals
+    negated = [r["response"] for r in labelled if r["category"] == "negated_answer"]
+    assert not patterns_only.is_refusal(negated).any()
+
+
+def test_negated_answers_are_not_refusals(detector, labelled):
+    negated = [r["response"] for r in labelled if r["category"] == "negated_answer"]
+    negated += ["No, roaming is not charged in the EU.", "You do not need a PIN.",
+                "There is no fee for that.", "No."]
+    flagged = detector.is_refusal(negated)
+    assert not flagged.any(), [n for n, f in zip(negated, flagged) if f]
+
+
+def test_invented_policy_phrasings_are_refusals(detector):
+    invented = ["The question is not known.", "No answer is provided.", "The passages do not mention the fee.",
+                "There is no information about roaming in Peru.", "I'm unable to find the warranty length.",
+                "It is not stated.", "Not specified in the passages."]
+    for det in (detector, RefusalDetector(encoder=None)):
+        assert det.is_refusal(invented).all(), [t for t, f in zip(invented, det.is_refusal(invented)) if not f]
+
+
+def test_an_answer_that_hedges_later_is_an_answer(detector):
+    responses = ["Refunds take 14 days. I don't know whether bonus credit is included.",
+                 "I think it is 9.99 euros, but check your contract."]
+    assert not detector.is_refusal(responses).any()
+    assert lead_of(responses[0]) == "Refunds take 14 days."
+    assert lead_of("Sorry. I don't have that information.") == "I don't have that information."
+
+
+# ---------------------------------------------------------------- contract
+
+def test_scores_lie_in_unit_interval_and_flags_shrink_as_threshold_rises(detector, labelled):
+    responses = [r["response"] for r in labelled[::4]]
+    scores = detector.score(responses)
+    assert scores.dtype == np.float64 and scores.shape == (len(responses),)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+    previous = None
+    for t in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
+        flags = RefusalDetector(encoder=None, threshold=t).is_refusal(responses)  # patterns only: fast
+        via_scores = RefusalDetector(encoder=None).score(responses) >= t
+        assert np.array_equal(flags, via_scores)
+        if previous is not None:
+            assert not np.any(flags & ~previous)  # a higher threshold never adds a refusal
+        previous = flags
+    # the same with the encoder, on its scores
+    counts = [int((scores >= t).sum()) for t in np.linspace(0, 1, 11)]
+    assert counts == sorted(counts, reverse=True)
+    detector_high = RefusalDetector(detector.encoder, threshold=0.9)
+    assert np.array_equal(detector_high.is_refusal(responses), scores >= 0.9)
+
+
+def test_detector_is_deterministic(detector, labelled):
+    responses = [r["response"] for r in labelled[:60]]
+    first = detector.score(responses)
+    assert np.array_equal(first, detector.score(responses))
+    assert np.allclose(first, RefusalDetector(detector.encoder).score(responses), rtol=0, atol=1e-6)
+    assert np.array_equal(first[::-1], detector.score(responses[::-1]))
+
+
+def test_empty_inputs(detector):
+    for det in (detector, RefusalDetector(encoder=None)):
+        assert det.score([]).shape == (0,)
+        flags = det.is_refusal([])
+        assert flags.shape == (0,) and flags.dtype == bool
+        scores = det.score(["", "   ", "I don't know."])
+        assert scores[0] == 0.5 and scores[1] == 0.5 and scores[2] > 0.5
+        assert det.is_refusal(["", "  "]).tolist() == [False, False]
+
+
+def test_constructor_and_from_config(encoder):
+    with pytest.raises(HalluguardError, match="supported"):
+        RefusalDetector(language="de")
+    with pytest.raises(HalluguardError):
+        RefusalDetector(threshold=1.5)
+    assert RefusalDetector.from_config().encoder is None
+    assert RefusalDetector.from_config(retriever_cfg=None, encoder=encoder).encoder is encoder
+    with pytest.raises(TypeError):
+        RefusalDetector().score("a single string")
