@@ -14,6 +14,7 @@ Types, in the order :func:`answer_type` tries them::
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 import string
 from typing import Iterable
 
@@ -96,6 +97,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation) | {"’", "‘", "“", "”", "–", "—", "…", "«", "»", "€", "£", "¥"}
 
 
+@lru_cache(maxsize=262144)
 def normalize_answer(s: str) -> str:
     """SQuAD's normalisation: lowercase, drop punctuation, drop articles, collapse whitespace."""
     s = s.lower()
@@ -175,6 +177,7 @@ def _looks_like_name(text: str) -> bool:
     return caps >= 1
 
 
+@lru_cache(maxsize=262144)
 def answer_type(text: str) -> str:
     """The type of a short answer: money, percent, duration, time, date, number, phone, entity or other."""
     t = " ".join(str(text).split())

@@ -61,7 +61,8 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     if bcfg.max_questions and len(questions) > bcfg.max_questions:
         questions = sorted(random.Random(cfg.seed).sample(questions, bcfg.max_questions), key=lambda q: q.id)
 
-    # 1. encode once; full index
+    # 1. encode once; full index. Later steps (filters, detector) reuse vectors by text.
+    encoder.enable_cache()
     p_vecs = encoder.encode([passage_text(p) for p in passages], progress=True, desc="encoding passages")
     q_vecs = encoder.encode([q.question for q in questions], progress=True, desc="encoding questions")
     lap("encode")
@@ -100,6 +101,9 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     results = probe_questions(questions, [h[:k] for h in hits], bcfg.probe)
     _, gray_counts = filters.gray_zone(results)
     agree = agreement(questions, results)
+    model_probe = None
+    if bcfg.probe.use_model and policy is not None:
+        model_probe = _model_probe(cfg, questions, hits, results, policy)
     warning = report.warn_if_all_ambiguous(results)
     if warning:
         log.warning(warning)
@@ -200,10 +204,11 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     lap("filters")
 
     # 9. outputs
-    outputs = _write_outputs(out_dir, cfg, kept_cases, pairs, case_by_id, results, questions, held_ids)
+    outputs = _write_outputs(out_dir, cfg, kept_cases, pairs, case_by_id, results, questions, held_ids, warning)
     filter_reports["train"].insert(0, gray_counts)
     stats = _stats(questions, results, kept_cases, pairs, filter_reports, synth_counts, agree, split_info,
                    timings, warning, bcfg)
+    stats["model_probe"] = model_probe
     report.write_stats(out_dir / "stats.json", stats)
     samples = _samples(pairs["train"], case_by_id, rng)
     written = report.write_summary(out_dir, stats, results, pairs["train"], samples,
@@ -214,6 +219,28 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     stats["timings_s"] = timings
     report.write_stats(out_dir / "stats.json", stats)
     return BuildResult(stats, full, outputs)
+
+
+def _model_probe(cfg, questions, hits, results, policy) -> dict:
+    """Sample the reference model on questions with gold answers; report known/unknown beside the labels."""
+    from data_builders.policy_scoring import sampled_accuracy
+    from halluguard.prompting import render_prompt
+
+    model, tokenizer = policy
+    k = int(cfg.prompt.passages)
+    rows = [i for i, q in enumerate(questions) if q.answers]
+    prompts = [render_prompt(tokenizer, build_messages(questions[i].question, [h.passage for h in hits[i][:k]],
+                                                       cfg.prompt)) for i in rows]
+    acc = sampled_accuracy(model, tokenizer, prompts, [questions[i].answers for i in rows],
+                           samples=int(cfg.builder.probe.model_samples), seed=cfg.seed)
+    for i, a in zip(rows, acc):
+        results[i].model_correct = round(a, 4)
+    known = {i for i, a in zip(rows, acc) if a >= 0.5}
+    by_label = {lab: {"known": sum(1 for i in rows if results[i].label == lab and i in known),
+                      "unknown": sum(1 for i in rows if results[i].label == lab and i not in known)}
+                for lab in (IK, OOK, AMBIGUOUS)}
+    return {"questions_probed": len(rows), "samples": int(cfg.builder.probe.model_samples),
+            "known_share": round(len(known) / len(rows), 4) if rows else None, "by_final_label": by_label}
 
 
 def _add_on_policy(pairs, cases, prompt_text, model, tokenizer, bcfg, detector, rng, seed):
@@ -277,7 +304,8 @@ def _case_row(case: Case, prompt_cfg, probe: Optional[ProbeResult]) -> dict:
     }
 
 
-def _write_outputs(out_dir: Path, cfg, cases, pairs, case_by_id, results, questions, held_ids) -> dict[str, Path]:
+def _write_outputs(out_dir: Path, cfg, cases, pairs, case_by_id, results, questions, held_ids,
+                   warning: Optional[str]) -> dict[str, Path]:
     from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar
 
@@ -288,8 +316,10 @@ def _write_outputs(out_dir: Path, cfg, cases, pairs, case_by_id, results, questi
                  for side in cases}
     for side in ("train", "heldout"):
         if not pair_rows[side]:
-            raise HalluguardError(f"the build produced no {side} pairs (after filters); see stats.json — "
-                                  "too few questions, or thresholds that leave every question ambiguous")
+            labels = dict(Counter(r.label for r in results))
+            raise HalluguardError(f"the build produced no {side} pairs after the filters (final labels {labels}). "
+                                  + (warning or "Too few questions for a train/held-out split, or every question "
+                                     "filtered out: see builder.split.heldout_fraction and builder.filters."))
     DatasetDict({s: Dataset.from_list(r) for s, r in pair_rows.items()}).save_to_disk(str(out_dir / "pairs"))
     Dataset.from_list(case_rows["train"]).save_to_disk(str(out_dir / "ppo_prompts"))
     Dataset.from_list(case_rows["heldout"]).save_to_disk(str(out_dir / "heldout"))

@@ -53,3 +53,20 @@ def mean_token_nll(model: Any, tokenizer: Any, prompts: Sequence[str], responses
         per_row = (nll * tmask).sum(1) / tmask.sum(1).clamp(min=1)
         out[start:start + len(batch)] = per_row.cpu().numpy()
     return out
+
+
+def sampled_accuracy(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[Sequence[str]],
+                     samples: int = 4, max_new_tokens: int = 32, temperature: float = 0.7, batch_size: int = 8,
+                     seed: int = 0) -> list[float]:
+    """Share of ``samples`` sampled answers per prompt that contain a gold answer.
+
+    The known/unknown probe of R-Tuning (Zhang et al., 2024) and "Alignment for Honesty" (Yang et al.,
+    2023): a question the model answers correctly most of the time is *known* to it.
+    """
+    from data_builders.answer_types import contains_answer
+
+    repeated = [p for p in prompts for _ in range(samples)]
+    outs = generate(model, tokenizer, repeated, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    temperature=temperature, seed=seed, progress=True, desc="model probe")
+    return [sum(contains_answer(o, gold) for o in outs[i * samples:(i + 1) * samples]) / samples
+            for i, gold in enumerate(answers)]

@@ -44,6 +44,8 @@ class ProbeResult:
     label: str
     """Final label for training: the dataset's label reconciled with the evidence, or probe_label."""
     reason: str
+    model_correct: Optional[float] = None
+    """Share of the reference model's samples that contain a gold answer (probe.use_model)."""
 
     def to_dict(self) -> dict:
         return asdict(self)

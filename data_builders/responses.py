@@ -23,6 +23,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Optional, Sequence
 
+from data_builders.kb_text import count_mentions
 from data_builders.answer_types import (NUMBER_WORDS, answer_type, contains_answer, extract_entities,
                                         extract_values, normalize_answer, numeric_core, unit_of)
 from data_builders.records import (FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, GROUNDED,
@@ -483,7 +484,7 @@ def _is_generic(value: str, passages: Sequence[Passage]) -> bool:
     """A single-word name found in most passages (the company name) is not a believable answer."""
     if len(value.split()) > 1 or len(passages) < 3:
         return False
-    hits = sum(1 for p in passages if re.search(r"(?<![\w])" + re.escape(value) + r"(?![\w])", p.text))
+    hits = count_mentions(value, passages, with_title=False, ignore_case=False)
     return hits >= max(3, len(passages) // 2)
 
 
@@ -732,6 +733,32 @@ def _values(text: str, type_: str) -> tuple[str, ...]:
     return tuple(extract_values(text, type_))
 
 
+_KB_VALUES: dict[tuple, tuple[list[tuple[str, str]], Counter]] = {}
+
+
+def _kb_values(all_passages: Sequence[Passage], type_: str) -> tuple[list[tuple[str, str]], Counter]:
+    """Every distinct value of ``type_`` in the knowledge base (value, normalised key), in KB order,
+    and how many passages state each key. Computed once per knowledge base and type: the scan over all
+    passages would otherwise run for every question."""
+    key = (id(all_passages), len(all_passages), all_passages[0].id if all_passages else "", type_)
+    if key not in _KB_VALUES:
+        if len(_KB_VALUES) > 64:
+            _KB_VALUES.clear()
+        recurring: Counter = Counter()
+        values: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for p in all_passages:
+            found = _values(p.text, type_)
+            recurring.update({normalize_answer(v) for v in found})
+            for v in found:
+                k = normalize_answer(v)
+                if k not in seen and answer_type(v) == type_:
+                    seen.add(k)
+                    values.append((v, k))
+        _KB_VALUES[key] = (values, recurring)
+    return _KB_VALUES[key]
+
+
 def _kb_alternative(gold: str, type_: str, case: Case, all_passages: Sequence[Passage],
                     rng: random.Random) -> Optional[str]:
     """A same-type value stated elsewhere in the KB, as close in form as possible.
@@ -743,33 +770,27 @@ def _kb_alternative(gold: str, type_: str, case: Case, all_passages: Sequence[Pa
     unit, core = unit_of(gold), numeric_core(gold)
     best: list[str] = []
     fallback: list[str] = []
-    seen: set[str] = set()
-    recurring: Counter = Counter()
-    if type_ == "entity":  # real names recur across passages; one-off capitalised phrases are often noise
-        for p in all_passages:
-            recurring.update({normalize_answer(v) for v in _values(p.text, type_)})
-    for p in all_passages:
-        for v in _values(p.text, type_):
-            key = normalize_answer(v)
-            if key in seen or _clashes(v, gold_all) or answer_type(v) != type_:
+    candidates, recurring = _kb_values(all_passages, type_)
+    for v, key in candidates:
+        if type_ == "entity":
+            if recurring[key] < 2 or recurring[key] > _GENERIC_SHARE * max(1, len(all_passages)):
+                continue  # one-off phrases are often noise; the company's own name is no answer
+            if _clashes(v, gold_all):
                 continue
-            seen.add(key)
-            if type_ == "entity":
-                if recurring[key] < 2 or recurring[key] > _GENERIC_SHARE * max(1, len(all_passages)):
-                    continue  # one-off phrases are often noise; the company's own name is no answer
-                close = v.split()[0] == gold.split()[0] or len(v.split()) == len(gold.split())
-                (best if close else fallback).append(v)
-            elif type_ in ("date", "time", "phone"):
-                if _shape(v) == _shape(gold):
-                    best.append(v)
-            else:
-                vc = numeric_core(v)
-                if unit_of(v) != unit:
+            close = v.split()[0] == gold.split()[0] or len(v.split()) == len(gold.split())
+            (best if close else fallback).append(v)
+        elif type_ in ("date", "time", "phone"):
+            if _shape(v) == _shape(gold) and not _clashes(v, gold_all):
+                best.append(v)
+        else:
+            if unit_of(v) != unit:
+                continue
+            vc = numeric_core(v)
+            if core and vc:
+                ratio = float(vc) / float(core) if float(core) else 0.0
+                if not 0.25 <= ratio <= 4:
                     continue
-                if core and vc:
-                    ratio = float(vc) / float(core) if float(core) else 0.0
-                    if not 0.25 <= ratio <= 4:
-                        continue
+            if not _clashes(v, gold_all):
                 best.append(v)
     pick = best or fallback
     return rng.choice(pick) if pick else None

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from data_builders.kb_text import count_mentions
 from data_builders.answer_types import answer_type, contains_answer, extract_entities
 from data_builders.records import Case
 from halluguard.kb import Passage, Question
@@ -48,7 +49,7 @@ def _mentions(text: str, phrase: str) -> bool:
 
 
 def _in_kb(phrase: str, passages: Sequence[Passage]) -> bool:
-    return any(_mentions(_full_text(p), phrase) for p in passages)
+    return count_mentions(phrase, passages) > 0
 
 
 def _synthetic(question: Question, kind: str, text: str, evidence: list[Passage], group: str,
@@ -150,7 +151,7 @@ def _key_entities(text: str, all_passages: Sequence[Passage]) -> list[tuple[int,
         name = text[s:e]
         if name.endswith("'s") or name.endswith("’s"):
             name, e = name[:-2], e - 2
-        share = sum(1 for p in all_passages if _mentions(_full_text(p), name)) / n
+        share = count_mentions(name, all_passages) / n
         if share > _GENERIC_SHARE:
             continue
         has_digit = bool(re.search(r"\d", name))

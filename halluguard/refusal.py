@@ -468,7 +468,10 @@ def pattern_logit(lead: str) -> float:
 class RefusalDetector:
     """Scores responses for abstention: 1 = clearly declines to answer, 0 = clearly answers."""
 
-    def __init__(self, encoder=None, threshold: float = 0.5, language: str = "en"):
+    def __init__(self, encoder=None, threshold: float = 0.5, language: str = "en", skip_decided: bool = False):
+        """``skip_decided``: leave out the (costly) prototype term where the patterns alone are stronger
+        than its clip, so it cannot change the verdict at threshold 0.5. Verdicts stay identical; scores
+        of those responses are the pattern evidence alone. The builders use it to keep filtering fast."""
         if language not in SUPPORTED_LANGUAGES:
             raise HalluguardError(f"the refusal detector has no '{language}' patterns or prototypes"
                                   f"{did_you_mean(language, SUPPORTED_LANGUAGES)}; supported: "
@@ -480,6 +483,7 @@ class RefusalDetector:
         self.language = language
         self._direction: Optional[np.ndarray] = None
         self._logit_cache: dict[str, float] = {}
+        self.skip_decided = skip_decided
 
     @classmethod
     def from_config(cls, retriever_cfg=None, encoder=None) -> "RefusalDetector":
@@ -530,7 +534,12 @@ class RefusalDetector:
         fresh = [lead for lead in unique if lead not in self._logit_cache]
         if fresh:
             logits = np.array([pattern_logit(lead) for lead in fresh], dtype=np.float64)
-            logits += self.prototype_logits(fresh) if self.encoder is not None else PATTERNS_ONLY_PRIOR
+            if self.encoder is None:
+                logits += PATTERNS_ONLY_PRIOR
+            else:
+                open_ = np.abs(logits) <= PROTO_CLIP if self.skip_decided else np.ones(len(fresh), dtype=bool)
+                if open_.any():
+                    logits[open_] += self.prototype_logits([lead for lead, o in zip(fresh, open_) if o])
             if len(self._logit_cache) > 200_000:
                 self._logit_cache.clear()
             self._logit_cache.update(zip(fresh, logits.tolist()))

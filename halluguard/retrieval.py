@@ -56,7 +56,27 @@ class Encoder:
         return cls(retriever_cfg.encoder, device=retriever_cfg.device,
                    max_seq_length=retriever_cfg.max_seq_length, batch_size=retriever_cfg.batch_size)
 
+    def enable_cache(self, max_items: int = 200_000) -> None:
+        """Remember vectors by text: the builders encode the same questions and responses in several
+        steps (probe, filters, the refusal detector), and each distinct text then costs one pass."""
+        self._cache: Optional[dict[str, np.ndarray]] = {}
+        self._cache_max = max_items
+
     def encode(self, texts: Sequence[str], progress: bool = False, desc: str = "encoding") -> np.ndarray:
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            return self._encode(texts, progress, desc)
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            if len(cache) + len(missing) > self._cache_max:
+                cache.clear()
+            cache.update(zip(missing, self._encode(missing, progress, desc)))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = cache[t]
+        return out
+
+    def _encode(self, texts: Sequence[str], progress: bool, desc: str) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # Chunks of several batches: the model sorts each chunk by length, and the bar still moves.
         chunk = self.batch_size * 8

@@ -195,3 +195,17 @@ def test_constructor_and_from_config(encoder):
     assert RefusalDetector.from_config(retriever_cfg=None, encoder=encoder).encoder is encoder
     with pytest.raises(TypeError):
         RefusalDetector().score("a single string")
+
+
+def test_skipping_decided_responses_keeps_every_verdict(encoder):
+    import json as _json
+    from pathlib import Path as _Path
+
+    from halluguard.config import package_data
+    from halluguard.refusal import RefusalDetector
+
+    rows = [_json.loads(line) for line in _Path(package_data("refusal_eval/en.jsonl")).read_text().splitlines()]
+    texts = [r["response"] for r in rows]
+    full = RefusalDetector(encoder=encoder).is_refusal(texts)
+    fast = RefusalDetector(encoder=encoder, skip_decided=True).is_refusal(texts)
+    assert (full == fast).all()

@@ -78,11 +78,11 @@ def _build_pairs(cfg, passages, questions, encoder, out, final):
 
     policy = None
     b = cfg.builder
-    if b.negatives.on_policy or b.filters.nll:
+    if b.negatives.on_policy or b.filters.nll or b.probe.use_model:
         from halluguard.models import load_policy
 
         policy = load_policy(cfg.model, resolve_cache_dir(cfg))
-    detector = RefusalDetector(encoder=encoder)
+    detector = RefusalDetector(encoder=encoder, skip_decided=True)
     result = pipeline.build(cfg, passages, questions, encoder, out, policy=policy, detector=detector)
     _print_summary(result.stats, final)
     return result
