@@ -38,6 +38,8 @@ def compose(overrides):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,2000,4119")
+    parser.add_argument("--extra", default="", help="extra overrides, comma separated "
+                        "(e.g. builder.filters.detector_prototypes=false)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "build.json"))
     args = parser.parse_args()
     if not SQUAD.is_file():
@@ -49,7 +51,7 @@ def main() -> int:
     from halluguard.stages import build
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-"))
-    base = ["kb=squad2", f"kb.passages={SQUAD}", f"paths.runs={tmp}"]
+    base = ["kb=squad2", f"kb.passages={SQUAD}", f"paths.runs={tmp}", *[o for o in args.extra.split(",") if o]]
     cfg = compose(base)
     passages, questions = load_kb(cfg.kb)
     encoder = Encoder.from_config(cfg.retriever)

@@ -119,7 +119,7 @@ _QUESTION_TYPES: tuple[tuple[str, str], ...] = (
     (r"\b(?:discount|interest rate|vat rate)\b", "percent"),
     (r"\b(?:how long|how many (?:days|weeks|months|years|hours|minutes)|how soon|how quickly|how fast|"
      r"for how long|within what period|what period|how far in advance|how often)\b", "duration"),
-    (r"\b(?:how much (?:does|do|is|are|would|will|did|to|extra|money)|costs?|price[sd]?|fees?|charged?|charges|"
+    (r"\b(?:how much (?:does|do|is|are|would|will|did|to|extra|money)|costs?|price[sd]?|fees?|(?<!in )charged?|charges|"
      r"excess|deposit|what do i pay|how much)\b(?!.*\b(?:data|storage|space|gb|mb)\b)", "money"),
     (r"\b(?:what date|which date|which day|what day|which year|what year|in what year|when)\b", "date"),
     (r"\b(?:how many|how much|what number of|what is the (?:maximum|minimum) number|how big|how heavy|"
@@ -137,6 +137,8 @@ def expected_type(question_text: str, answers: Sequence[str] = ()) -> str:
     for pattern, type_ in _QUESTION_TYPES:
         if re.search(pattern, q):
             return type_
+    if re.match(r"\s*(?:What|Which)\s+[A-Z]", question_text):  # "What Governor ...", "Which Kestrel model ..."
+        return "entity"
     return "other"
 
 

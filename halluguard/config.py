@@ -162,6 +162,9 @@ class FilterConfig:
     """Pairs whose prompt+rejected embeddings are this similar are near-duplicates: one is kept."""
     indistinguishable_margin: float = 0.0
     """Drop refusal-vs-fabrication pairs whose sides the refusal detector scores within this margin."""
+    detector_prototypes: bool = True
+    """Refusal detector with embedding prototypes (catches new phrasings) or patterns only (faster:
+    the prototype pass encodes every generated response once)."""
 
 
 @dataclass

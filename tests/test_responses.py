@@ -322,3 +322,11 @@ def test_pairs_are_deterministic_and_short(demo):
     for p in a:
         assert words(p.chosen) < 60 and words(p.rejected) < 60, p
         assert p.chosen.strip() and p.rejected.strip()
+
+
+def test_expected_type_is_not_fooled_by_in_charge_and_reads_named_what_questions():
+    from data_builders.responses import expected_type
+
+    assert expected_type("What Governor in charge of New France died in 1725?") == "entity"
+    assert expected_type("What is charged for a SIM swap?") == "money"
+    assert expected_type("What happens if my cable frays?") == "other"

@@ -82,7 +82,7 @@ def _build_pairs(cfg, passages, questions, encoder, out, final):
         from halluguard.models import load_policy
 
         policy = load_policy(cfg.model, resolve_cache_dir(cfg))
-    detector = RefusalDetector(encoder=encoder, skip_decided=True)
+    detector = RefusalDetector(encoder=encoder if b.filters.detector_prototypes else None, skip_decided=True)
     result = pipeline.build(cfg, passages, questions, encoder, out, policy=policy, detector=detector)
     _print_summary(result.stats, final)
     return result
