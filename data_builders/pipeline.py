@@ -348,7 +348,9 @@ def _stats(questions, results, cases, pairs, filter_reports, synth_counts, agree
         "probe_thresholds": {"ook_max_top1": bcfg.probe.ook_max_top1, "ik_min_top1": bcfg.probe.ik_min_top1,
                        "ik_min_gap": bcfg.probe.ik_min_gap},
         "synthesis": dict(sorted(synth_counts.items())),
-        "cases": {side: {"total": len(c), "by_label": count(c, lambda x: x.label), "by_kind": count(c, lambda x: x.kind)}
+        # Synthetic kinds are marked: the demo set has its own hand-written false_premise questions too.
+        "cases": {side: {"total": len(c), "by_label": count(c, lambda x: x.label),
+                         "by_kind": count(c, lambda x: f"synthetic/{x.kind}" if x.synthetic else x.kind)}
                   for side, c in cases.items()},
         "pairs": {side: {"total": len(p), "by_kind": count(p, lambda x: x.pair_kind),
                          "by_rejected_kind": count(p, lambda x: x.rejected_kind)} for side, p in pairs.items()},

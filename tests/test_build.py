@@ -55,7 +55,8 @@ def test_every_category_is_non_empty(demo_build):
     assert set(stats["pairs"]["train"]["by_kind"]) == set(stats["pair_kinds_expected"])
     assert {"ik", "ook"} <= set(stats["final_label"])
     kinds = stats["cases"]["train"]["by_kind"]
-    assert all(kinds.get(k, 0) > 0 for k in ("in_knowledge", "context_swap", "unstated_detail", "false_premise"))
+    assert all(kinds.get(k, 0) > 0 for k in ("in_knowledge", "off_topic", "false_premise", "synthetic/context_swap",
+                                             "synthetic/unstated_detail", "synthetic/false_premise"))
     assert stats["probe_agreement"]["n"] == 200
     assert all(row["seen"] >= row["dropped"] >= 0 for row in stats["filters"])
 
