@@ -64,6 +64,23 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
+def read_json(path: Path, expected: str) -> Any:
+    """One JSON document; errors name the file (and line), and say which format was ``expected``."""
+    path = Path(path)
+    if not path.exists():
+        raise HalluguardError(f"file not found: {path}")
+    if not path.is_file():
+        raise HalluguardError(f"expected a file, found a folder: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except UnicodeDecodeError as exc:
+        raise HalluguardError(f"{path}: not UTF-8 text (byte {exc.start}); {expected}") from None
+    except json.JSONDecodeError as exc:
+        raise HalluguardError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                              f"{expected}") from None
+
+
 def require_str(obj: dict, key: str, where: str, *, allow_empty: bool = False) -> str:
     value = obj.get(key)
     if not isinstance(value, str):

@@ -12,11 +12,10 @@ There is no knowledge base: the loader returns no passages. Each example becomes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from halluguard.errors import HalluguardError
-from halluguard.kb import Passage, Question, check_unique_ids, require_str
+from halluguard.kb import Passage, Question, check_unique_ids, require_str, read_json
 
 EXPECTED = "expected SelfAware JSON (an object with an 'example' list of questions)"
 
@@ -70,15 +69,4 @@ def load_questions(path: Path) -> list[Question]:
 
 
 def _read_json(path: Path):
-    if not path.exists():
-        raise HalluguardError(f"file not found: {path}")
-    if not path.is_file():
-        raise HalluguardError(f"expected a file, found a folder: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except UnicodeDecodeError as exc:
-        raise HalluguardError(f"{path}: not UTF-8 text (byte {exc.start}); {EXPECTED}") from None
-    except json.JSONDecodeError as exc:
-        raise HalluguardError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                              f"{EXPECTED}") from None
+    return read_json(path, EXPECTED)

@@ -23,13 +23,12 @@ A missing ``is_impossible`` counts as false, so SQuAD 1.1 files load too.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from halluguard.errors import HalluguardError
-from halluguard.kb import Passage, Question, check_unique_ids, require_str
+from halluguard.kb import Passage, Question, check_unique_ids, require_str, read_json
 
 EXPECTED = "expected SQuAD 2.0 JSON (an object with a 'data' list of articles)"
 
@@ -156,18 +155,7 @@ def _questions_against(paragraphs: list[_Paragraph], passages: list[Passage]) ->
 
 
 def _read_json(path: Path):
-    if not path.exists():
-        raise HalluguardError(f"file not found: {path}")
-    if not path.is_file():
-        raise HalluguardError(f"expected a file, found a folder: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except UnicodeDecodeError as exc:
-        raise HalluguardError(f"{path}: not UTF-8 text (byte {exc.start}); {EXPECTED}") from None
-    except json.JSONDecodeError as exc:
-        raise HalluguardError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                              f"{EXPECTED}") from None
+    return read_json(path, EXPECTED)
 
 
 def _json_type(value) -> str:
