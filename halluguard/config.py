@@ -90,6 +90,10 @@ class KBConfig:
     """Folder-of-text knowledge bases: words per passage."""
     chunk_overlap: int = 20
     """Folder-of-text knowledge bases: words shared by consecutive passages of one file."""
+    unindexed_fraction: float = 0.0
+    """Leave this share of passages (or groups) out of the index; their questions become ook/unindexed."""
+    unindexed_by: str = "passage"
+    """``passage`` (HaluEval: half the knowledge) or ``group`` (SQuAD 2.0: whole articles)."""
 
 
 @dataclass

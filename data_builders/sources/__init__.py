@@ -22,10 +22,18 @@ FORMATS = {
 }
 
 
-def load_kb(kb_cfg) -> tuple[list[Passage], list[Question]]:
-    """Passages and (possibly no) questions for the ``kb`` config group."""
+def load_kb(kb_cfg, seed: int = 0) -> tuple[list[Passage], list[Question]]:
+    """Passages and (possibly no) questions for the ``kb`` config group, with
+    ``kb.unindexed_fraction`` of the passages left out (their questions become out-of-knowledge)."""
     module = FORMATS.get(kb_cfg.format)
     if module is None:
         raise ConfigError(f"config key 'kb.format': unknown format '{kb_cfg.format}'"
                           f"{did_you_mean(kb_cfg.format, FORMATS)}; known: {', '.join(FORMATS)}")
-    return importlib.import_module(module).load(kb_cfg)
+    passages, questions = importlib.import_module(module).load(kb_cfg)
+    fraction = float(kb_cfg.get("unindexed_fraction", 0.0) or 0.0)
+    if fraction and passages:
+        from data_builders.unindexed import leave_out_of_index
+
+        passages, questions, _ = leave_out_of_index(passages, questions, fraction,
+                                                    str(kb_cfg.get("unindexed_by", "passage")), seed)
+    return passages, questions

@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> Manifest:
     from halluguard.retrieval import Encoder, KnowledgeIndex
 
     start = time.perf_counter()
-    passages, questions = load_kb(cfg.kb)
+    passages, questions = load_kb(cfg.kb, seed=cfg.seed)
     if not passages:
         raise HalluguardError(f"knowledge base '{cfg.kb.name}' has no passages: `halluguard build` needs one to "
                               "retrieve from (closed-book question sets such as SelfAware are for evaluation)")
