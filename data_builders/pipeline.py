@@ -148,6 +148,7 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
 
     # 7. the reference model's view (optional): on-policy fabrications, NLL of negatives
     prompt_text = {}
+    nll_before_filters: dict[str, list[float]] = {}
     if policy is not None and (bcfg.negatives.on_policy or bcfg.filters.nll):
         from halluguard.prompting import render_prompt
 
@@ -165,6 +166,7 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
                                      [p.rejected for p in side_pairs], progress=True)
                 pairs[side] = [replace(p, scores={**p.scores, "nll": round(float(v), 4)})
                                for p, v in zip(side_pairs, nll)]
+            nll_before_filters = _nll_by_kind(pairs)
             lap("nll")
 
     # 8. filters, each counted, on both sides
@@ -209,6 +211,8 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     stats = _stats(questions, results, kept_cases, pairs, filter_reports, synth_counts, agree, split_info,
                    timings, warning, bcfg)
     stats["model_probe"] = model_probe
+    # before the too-fake filter, so the distribution shows what the threshold cuts
+    stats["nll_by_rejected_kind"] = {k: _describe(v) for k, v in sorted(nll_before_filters.items())} or None
     report.write_stats(out_dir / "stats.json", stats)
     samples = _samples(pairs["train"], case_by_id, rng)
     written = report.write_summary(out_dir, stats, results, pairs["train"], samples,
@@ -364,11 +368,21 @@ def _stats(questions, results, cases, pairs, filter_reports, synth_counts, agree
     }
 
 
+def _nll_by_kind(pairs: dict[str, list[Pair]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for side_pairs in pairs.values():
+        for p in side_pairs:
+            if p.scores.get("nll") is not None:
+                out.setdefault(p.rejected_kind, []).append(p.scores["nll"])
+    return out
+
+
 def _describe(values) -> Optional[dict]:
     if not values:
         return None
     a = np.asarray(values)
-    return {"n": len(a), "mean": round(float(a.mean()), 4), "p10": round(float(np.percentile(a, 10)), 4),
+    return {"n": len(a), "mean": round(float(a.mean()), 4), "median": round(float(np.median(a)), 4),
+            "p10": round(float(np.percentile(a, 10)), 4),
             "p90": round(float(np.percentile(a, 90)), 4)}
 
 

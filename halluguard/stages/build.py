@@ -112,4 +112,6 @@ def _print_summary(stats: dict, out: Path) -> None:
     for side in ("train", "heldout"):
         p = stats["pairs"][side]
         print(f"{side:>8} pairs: {p['total']:5d}  {p['by_kind']}")
+    for kind, d in (stats.get("nll_by_rejected_kind") or {}).items():
+        print(f"  NLL of {kind:<22} median {d['median']:.2f}  p10 {d['p10']:.2f}  p90 {d['p90']:.2f}  (n={d['n']})")
     print(f"summary: {out / 'summary.md'}")
