@@ -63,6 +63,7 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
 
     # 1. encode once; full index. Later steps (filters, detector) reuse vectors by text.
     encoder.enable_cache()
+    encode_s0 = getattr(encoder, "encode_seconds", 0.0)
     p_vecs = encoder.encode([passage_text(p) for p in passages], progress=True, desc="encoding passages")
     q_vecs = encoder.encode([q.question for q in questions], progress=True, desc="encoding questions")
     lap("encode")
@@ -221,6 +222,8 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     outputs["stats"] = out_dir / "stats.json"
     lap("outputs")
     stats["timings_s"] = timings
+    stats["encoder"] = {"texts": getattr(encoder, "texts_encoded", 0),
+                        "seconds": round(getattr(encoder, "encode_seconds", 0.0) - encode_s0, 3)}
     report.write_stats(out_dir / "stats.json", stats)
     return BuildResult(stats, full, outputs)
 

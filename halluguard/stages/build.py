@@ -99,6 +99,7 @@ def _headline(stats: dict) -> dict:
         "probe_accuracy_decided": agree.get("accuracy_decided"),
         "probe_coverage": agree.get("coverage"),
         "timings_s": stats.get("timings_s"),
+        "encoder": stats.get("encoder"),
     }
 
 
