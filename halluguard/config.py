@@ -193,6 +193,73 @@ class BuilderConfig:
 
 
 @dataclass
+class RuleWeightsConfig:
+    """Rule terms of the reward (see ``halluguard/reward/rules.py``). Each is added where it applies."""
+
+    refuse_ook: float = 1.0
+    """Bonus for refusing an out-of-knowledge prompt."""
+    answer_ook: float = 1.0
+    """Penalty for answering an out-of-knowledge prompt (a confident fabrication)."""
+    refuse_ik: float = 1.5
+    """Penalty for refusing an in-knowledge prompt. Must be at least ``answer_ook``: a trial where it
+    cost 0.5 (against +1 / -1 for OOK) taught the policy to refuse everywhere."""
+    support: float = 1.0
+    """Weight of answer support on in-knowledge prompts (share of content tokens found in the evidence,
+    or 1 when a gold answer appears in the response)."""
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class RewardTrainConfig:
+    finetune: str = "lora"
+    """``lora`` (peft adapter + trained score head) or ``full`` (every weight)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    epochs: float = 1.0
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1: run ``epochs``)."""
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 2.0e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_length: int = 768
+    """Tokens of prompt + response. Longer pairs are handled by ``overlong``."""
+    overlong: str = "truncate"
+    """``truncate``: cut the middle of the prompt (keeps the chat header and the question + response)
+    or ``drop``: leave the pair out. Either way they are counted in the summary."""
+    center_rewards_coefficient: Optional[float] = 0.01
+    """TRL's reward centering (Eisenstein et al. 2023): pushes scores toward mean zero. null = off."""
+    max_pairs: int = 0
+    """Train on at most this many pairs (0 = all), sampled by seed: for quick trials."""
+    logging_steps: int = 10
+    use_cpu: Optional[bool] = None
+    """null: CPU when no CUDA device is present."""
+
+
+@dataclass
+class RewardConfig:
+    """``halluguard reward``: reward model on the build pairs, rule terms, hybrid score."""
+
+    scorer: str = "rm"
+    """What PPO / GRPO / evaluation call: ``rm`` (reward model), ``rules`` or ``hybrid``."""
+    rm_weight: float = 1.0
+    """Hybrid score: ``rm_weight * normalised RM score + rule terms``."""
+    rules: RuleWeightsConfig = field(default_factory=RuleWeightsConfig)
+    train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    reward_model: Optional[str] = None
+    """Use this already trained reward-model folder (from an earlier ``reward`` stage) instead of training."""
+    eval_batch_size: int = 16
+    refusal_threshold: float = 0.5
+
+
+@dataclass
 class DemoConfig:
     """What ``halluguard run`` shows until the training stages exist."""
 
@@ -215,6 +282,7 @@ class RootConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     builder: BuilderConfig = field(default_factory=BuilderConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
 
 
 def _schema_fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -244,7 +312,8 @@ def _dataclass_of(type_: Any) -> Optional[type]:
 
 _NAMES = {c.__name__: c for c in (PathsConfig, ModelConfig, RetrieverConfig, KBConfig, PromptConfig, DemoConfig,
                                    ProbeConfig, SynthesisConfig, NegativesConfig, FilterConfig, SplitConfig,
-                                   BuilderConfig)}
+                                   BuilderConfig, RuleWeightsConfig, LoraSettings, RewardTrainConfig,
+                                   RewardConfig)}
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
@@ -285,6 +354,32 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'kb.chunk_overlap' must be in [0, kb.chunk_words), got {cfg.kb.chunk_overlap}")
     if cfg.retriever.nlist < 0:
         raise ConfigError(f"config key 'retriever.nlist' must be >= 0 (0 = automatic), got {cfg.retriever.nlist}")
+    _check_reward(cfg.reward)
+
+
+def _check_reward(r: DictConfig) -> None:
+    choices = {"reward.scorer": (r.scorer, ("rm", "rules", "hybrid")),
+               "reward.train.finetune": (r.train.finetune, ("lora", "full")),
+               "reward.train.overlong": (r.train.overlong, ("truncate", "drop"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'"
+                              f"{did_you_mean(str(value), allowed)}")
+    for key in ("refuse_ook", "answer_ook", "refuse_ik", "support"):
+        if r.rules[key] < 0:
+            raise ConfigError(f"config key 'reward.rules.{key}' is a magnitude and must be >= 0, got {r.rules[key]}")
+    for key in ("batch_size", "max_length", "grad_accum", "logging_steps"):
+        if r.train[key] <= 0:
+            raise ConfigError(f"config key 'reward.train.{key}' must be positive, got {r.train[key]}")
+    if r.eval_batch_size <= 0:
+        raise ConfigError(f"config key 'reward.eval_batch_size' must be positive, got {r.eval_batch_size}")
+    if r.rules.refuse_ik < r.rules.answer_ook:
+        import logging
+
+        logging.getLogger("halluguard.config").warning(
+            "reward.rules.refuse_ik (%s) is below reward.rules.answer_ook (%s): refusing an answerable prompt is "
+            "then cheaper than fabricating, and a policy learns to refuse everywhere", r.rules.refuse_ik,
+            r.rules.answer_ook)
 
 
 def schema_paths() -> set[str]:
