@@ -19,7 +19,7 @@ from halluguard.stages import DESCRIPTIONS, STAGES
 
 GROUPS = ("model", "retriever", "kb", "prompt", "builder", "reward")
 
-USAGE = f"""usage: halluguard <stage> [key=value ...] [hydra flags]
+USAGE = """usage: halluguard <stage> [key=value ...] [hydra flags]
 
 Train a language model *when* to answer: refuse where the knowledge base has no answer.
 

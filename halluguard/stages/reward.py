@@ -12,7 +12,6 @@ Outputs (``runs/<exp>/reward/``, written atomically):
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
