@@ -59,6 +59,15 @@ def tiny_policy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_kb():
+    """The embedded demo knowledge base: (passages, questions)."""
+    from data_builders.sources.jsonl import load_files
+    from halluguard.config import package_data
+
+    return load_files(Path(package_data("demo_kb/passages.jsonl")), Path(package_data("demo_kb/questions.jsonl")))
+
+
+@pytest.fixture(scope="session")
 def encoder():
     from halluguard.retrieval import Encoder
 

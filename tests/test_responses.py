@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +13,13 @@ from data_builders.answer_types import answer_type, contains_answer, normalize_a
 from data_builders.records import (FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, GROUNDED,
                                    IK_GROUNDED_VS_REFUSAL, IK_GROUNDED_VS_WRONG, NEEDLESS_REFUSAL,
                                    OOK_REFUSAL_VS_FABRICATION, REFUSAL, WRONG_ANSWER, Case)
-from data_builders.sources.jsonl import load_files
-from halluguard.config import NegativesConfig, package_data
+from halluguard.config import NegativesConfig
 from halluguard.kb import Passage
 
 
 @pytest.fixture(scope="module")
-def demo():
-    passages, questions = load_files(Path(package_data("demo_kb/passages.jsonl")),
-                                     Path(package_data("demo_kb/questions.jsonl")))
+def demo(demo_kb):
+    passages, questions = demo_kb
     by_id = {p.id: p for p in passages}
     ik = [q for q in questions if q.label == "ik"]
     ook = [q for q in questions if q.label == "ook"]

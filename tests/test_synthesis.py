@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,15 +12,13 @@ from data_builders import responses, synthesis
 from data_builders.answer_types import (answer_type, contains_answer, extract_values, normalize_answer,
                                         numeric_core, unit_of)
 from data_builders.records import Case
-from data_builders.sources.jsonl import load_files
-from halluguard.config import RetrieverConfig, SynthesisConfig, package_data
+from halluguard.config import RetrieverConfig, SynthesisConfig
 from halluguard.kb import Passage, Question
 
 
 @pytest.fixture(scope="module")
-def demo():
-    passages, questions = load_files(Path(package_data("demo_kb/passages.jsonl")),
-                                     Path(package_data("demo_kb/questions.jsonl")))
+def demo(demo_kb):
+    passages, questions = demo_kb
     by_id = {p.id: p for p in passages}
     ik = [q for q in questions if q.label == "ik"]
     return passages, ik, by_id
