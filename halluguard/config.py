@@ -8,6 +8,7 @@ key's full path and, when one is close, the valid key it probably meant.
 from __future__ import annotations
 
 import dataclasses
+import typing
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -285,8 +286,10 @@ class RootConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
 
 
-def _schema_fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+def _schema_fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type (annotations are strings under ``from __future__ import annotations``)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _check_keys(cfg: Any, cls: type, path: str) -> None:
@@ -298,22 +301,14 @@ def _check_keys(cfg: Any, cls: type, path: str) -> None:
         where = f"{path}.{key}" if path else str(key)
         if key not in fields:
             raise ConfigError(f"unknown config key '{where}'{did_you_mean(str(key), fields)}")
-        sub = fields[key].type
+        sub = fields[key]
         sub_cls = _dataclass_of(sub)
         if sub_cls is not None:
             _check_keys(cfg._get_node(key), sub_cls, where)
 
 
 def _dataclass_of(type_: Any) -> Optional[type]:
-    if isinstance(type_, str):  # postponed annotations
-        type_ = _NAMES.get(type_)
     return type_ if dataclasses.is_dataclass(type_) else None
-
-
-_NAMES = {c.__name__: c for c in (PathsConfig, ModelConfig, RetrieverConfig, KBConfig, PromptConfig, DemoConfig,
-                                   ProbeConfig, SynthesisConfig, NegativesConfig, FilterConfig, SplitConfig,
-                                   BuilderConfig, RuleWeightsConfig, LoraSettings, RewardTrainConfig,
-                                   RewardConfig)}
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
@@ -390,7 +385,7 @@ def schema_paths() -> set[str]:
         for name, f in _schema_fields(cls).items():
             path = f"{prefix}{name}"
             out.add(path)
-            sub = _dataclass_of(f.type)
+            sub = _dataclass_of(f)
             if sub is not None:
                 walk(sub, path + ".")
 

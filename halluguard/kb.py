@@ -81,6 +81,24 @@ def read_json(path: Path, expected: str) -> Any:
                               f"{expected}") from None
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def read_json_list(path: Path, key: str, expected: str) -> list:
+    """The list under ``key`` of a JSON document that must be an object (SQuAD's ``data``,
+    SelfAware's ``example``); anything else is an error naming the file and the expected format."""
+    data = read_json(path, expected)
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        got = (f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict)
+               else f"a JSON {json_type(data)}")
+        raise HalluguardError(f"{path}: {expected}; got {got}")
+    return items
+
+
 def require_str(obj: dict, key: str, where: str, *, allow_empty: bool = False) -> str:
     value = obj.get(key)
     if not isinstance(value, str):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from halluguard.errors import HalluguardError
-from halluguard.kb import Passage, Question, check_unique_ids, require_str, read_json
+from halluguard.kb import Passage, Question, check_unique_ids, require_str, read_json_list
 
 EXPECTED = "expected SelfAware JSON (an object with an 'example' list of questions)"
 
@@ -28,12 +28,7 @@ def load(kb_cfg) -> tuple[list[Passage], list[Question]]:
 
 
 def load_questions(path: Path) -> list[Question]:
-    data = _read_json(path)
-    examples = data.get("example") if isinstance(data, dict) else None
-    if not isinstance(examples, list):
-        got = (f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict)
-               else f"a JSON {type(data).__name__}")
-        raise HalluguardError(f"{path}: {EXPECTED}; got {got}")
+    examples = read_json_list(path, "example", EXPECTED)
     questions = []
     for i, ex in enumerate(examples):
         where = f"{path}: example[{i}]"
@@ -67,6 +62,3 @@ def load_questions(path: Path) -> list[Question]:
     check_unique_ids(questions, path, "question")
     return questions
 
-
-def _read_json(path: Path):
-    return read_json(path, EXPECTED)

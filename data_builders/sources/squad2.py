@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from halluguard.errors import HalluguardError
-from halluguard.kb import Passage, Question, check_unique_ids, require_str, read_json
+from halluguard.kb import Passage, Question, check_unique_ids, require_str, json_type, read_json_list
 
 EXPECTED = "expected SQuAD 2.0 JSON (an object with a 'data' list of articles)"
 
@@ -66,17 +66,12 @@ def load_files(passages_path: Path, questions_path: Optional[Path] = None) -> tu
 
 def read_squad(path: Path) -> list[_Paragraph]:
     """Every paragraph of a SQuAD file as a passage, with its (still unchecked) question objects."""
-    data = _read_json(path)
-    articles = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(articles, list):
-        got = (f"an object with keys {', '.join(map(str, data))}" if isinstance(data, dict)
-               else f"a JSON {_json_type(data)}")
-        raise HalluguardError(f"{path}: {EXPECTED}; got {got}")
+    articles = read_json_list(path, "data", EXPECTED)
     out: list[_Paragraph] = []
     for a, article in enumerate(articles):
         where_a = f"{path}: data[{a}]"
         if not isinstance(article, dict):
-            raise HalluguardError(f"{where_a}: expected an article object, got a JSON {_json_type(article)}")
+            raise HalluguardError(f"{where_a}: expected an article object, got a JSON {json_type(article)}")
         title = require_str(article, "title", where_a).strip()
         paras = article.get("paragraphs")
         if not isinstance(paras, list):
@@ -84,7 +79,7 @@ def read_squad(path: Path) -> list[_Paragraph]:
         for p, para in enumerate(paras):
             where_p = f"{where_a}.paragraphs[{p}]"
             if not isinstance(para, dict):
-                raise HalluguardError(f"{where_p}: expected a paragraph object, got a JSON {_json_type(para)}")
+                raise HalluguardError(f"{where_p}: expected a paragraph object, got a JSON {json_type(para)}")
             context = require_str(para, "context", where_p)
             qas = para.get("qas", [])
             if not isinstance(qas, list):
@@ -94,7 +89,7 @@ def read_squad(path: Path) -> list[_Paragraph]:
             for q, qa in enumerate(qas):
                 where_q = f"{where_p}.qas[{q}]"
                 if not isinstance(qa, dict):
-                    raise HalluguardError(f"{where_q}: expected a question object, got a JSON {_json_type(qa)}")
+                    raise HalluguardError(f"{where_q}: expected a question object, got a JSON {json_type(qa)}")
                 item.qas.append((qa, where_q))
             out.append(item)
     return out
@@ -153,14 +148,6 @@ def _questions_against(paragraphs: list[_Paragraph], passages: list[Passage]) ->
             questions.append(question)
     return questions
 
-
-def _read_json(path: Path):
-    return read_json(path, EXPECTED)
-
-
-def _json_type(value) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number")
 
 
 def _same_file(a: Path, b: Path) -> bool:
