@@ -215,6 +215,9 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    top_layers: int = 0
+    """Adapters only in the last N transformer blocks (0 = every block). The blocks below get no
+    gradient, so the backward pass stops early: the main speed lever on CPU."""
 
 
 @dataclass
@@ -261,6 +264,118 @@ class RewardConfig:
 
 
 @dataclass
+class SftConfig:
+    """``halluguard sft``: supervised refusal training on the build's chosen responses (the SFT reference)."""
+
+    finetune: str = "lora"
+    """``lora`` (adapter, merged into the saved reference) or ``full``."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    epochs: float = 1.0
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1: run ``epochs``)."""
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 2.0e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_length: int = 512
+    """Tokens of prompt + response; longer examples are dropped and counted."""
+    max_examples: int = 0
+    """Train on at most this many examples (0 = all), sampled by seed."""
+    logging_steps: int = 10
+    use_cpu: Optional[bool] = None
+    """null: CPU when no CUDA device is present."""
+
+
+@dataclass
+class KLConfig:
+    """KL to the reference: penalty coefficient, its controller and the budget that stops training."""
+
+    beta: float = 0.05
+    """Initial KL coefficient (per-token penalty ``beta * kl``)."""
+    adaptive: bool = True
+    """Adaptive beta toward ``target`` (Ziegler et al. 2019); false keeps ``beta`` fixed."""
+    target: float = 1.0
+    """Target mean KL per response (nats, summed over its tokens) for the adaptive controller."""
+    horizon: int = 1000
+    """Controller horizon in samples (Ziegler et al.: ``beta *= 1 + clip(kl/target - 1, ±0.2) * n/horizon``)."""
+    budget: float = 3.0
+    """Stop when the batch mean KL per response passes this; the last checkpoint within budget is the result."""
+    penalty: str = "k1"
+    """Estimator in the per-token penalty: ``k1`` (log-ratio) or ``k3`` (non-negative, unbiased); both are logged."""
+
+
+@dataclass
+class DpoSettings:
+    """``ppo.algo=dpo``: TRL DPOTrainer on the build's train pairs, from the same start as PPO."""
+
+    beta: float = 0.1
+    """DPO's KL strength (higher stays closer to the reference)."""
+    epochs: float = 1.0
+    max_steps: int = 30
+    batch_size: int = 8
+    learning_rate: float = 5.0e-5
+    max_length: int = 512
+
+
+@dataclass
+class GrpoSettings:
+    """``ppo.algo=grpo``: TRL GRPOTrainer with the project's scorer as reward and a KL term (beta > 0)."""
+
+    beta: float = 0.05
+    """KL coefficient; TRL defaults to 0 (no KL), which this project never allows."""
+    num_generations: int = 4
+    max_steps: int = 30
+    learning_rate: float = 5.0e-5
+
+
+@dataclass
+class PpoConfig:
+    """``halluguard ppo``: PPO from the SFT reference with a KL penalty to it (or a DPO/GRPO baseline)."""
+
+    algo: str = "ppo"
+    """``ppo`` (halluguard's loop), ``dpo`` (TRL DPOTrainer) or ``grpo`` (TRL GRPOTrainer, beta > 0).
+    Each writes to ``<paths.runs>/<exp>/<algo>/`` so they sit side by side for the evaluation."""
+    start: str = "sft"
+    """``sft``: start from (and hold KL to) the ``sft`` stage's model; ``base``: from ``model.name_or_path``
+    (RL from the untrained model: the measured trap, kept for comparisons)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    steps: int = 30
+    """PPO iterations (one rollout batch each)."""
+    batch_size: int = 8
+    """Prompts per rollout."""
+    mini_batch_size: int = 4
+    """Responses per gradient step inside an iteration; must divide ``batch_size``."""
+    ppo_epochs: int = 2
+    learning_rate: float = 5.0e-5
+    max_grad_norm: float = 1.0
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_length: int = 512
+    """Prompts longer than this (tokens) are an error before training starts."""
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    kl: KLConfig = field(default_factory=KLConfig)
+    save_every: int = 5
+    """Checkpoint (PEFT adapter + value head + optimiser + controller) every N steps."""
+    probe_every: int = 5
+    """Log completions of the fixed probe prompts every N steps."""
+    probe_prompts: int = 6
+    resume: bool = True
+    """Resume from the last checkpoint in the output folder's ``checkpoints/`` when one exists."""
+    report_to: list[str] = field(default_factory=list)
+    """``tensorboard`` and/or ``wandb`` in addition to ``metrics.jsonl``."""
+    use_cpu: Optional[bool] = None
+    """null: CPU when no CUDA device is present."""
+    dpo: DpoSettings = field(default_factory=DpoSettings)
+    grpo: GrpoSettings = field(default_factory=GrpoSettings)
+
+
+@dataclass
 class DemoConfig:
     """What ``halluguard run`` shows until the training stages exist."""
 
@@ -284,6 +399,8 @@ class RootConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    ppo: PpoConfig = field(default_factory=PpoConfig)
 
 
 def _schema_fields(cls: type) -> dict[str, Any]:

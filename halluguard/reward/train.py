@@ -112,10 +112,9 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
 
     peft_config = None
     if t.finetune == "lora":
-        from peft import LoraConfig, TaskType
+        from halluguard.lora import lora_config
 
-        peft_config = LoraConfig(task_type=TaskType.SEQ_CLS, r=t.lora.r, lora_alpha=t.lora.alpha,
-                                 lora_dropout=t.lora.dropout, target_modules=list(t.lora.target_modules))
+        peft_config = lora_config(t.lora, "SEQ_CLS", model, key="reward.train.lora")
     use_cpu = (not torch.cuda.is_available()) if t.use_cpu is None else bool(t.use_cpu)
     with tempfile.TemporaryDirectory(prefix="hg-reward-") as scratch:
         args = TRLRewardConfig(

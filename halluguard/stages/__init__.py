@@ -8,7 +8,7 @@ from __future__ import annotations
 STAGES: dict[str, str | None] = {
     "build": "halluguard.stages.build",
     "sft": None,
-    "reward": None,  # halluguard.stages.reward is ready; tests/test_cli.py still expects "not implemented yet"
+    "reward": "halluguard.stages.reward",
     "ppo": None,
     "eval": None,
     "run": "halluguard.stages.run",
