@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.halluguard-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -33,10 +33,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import halluguard, torch, faiss, transformers; print('halluguard set-up ok: torch', torch.__version__)"
 	touch $@
 
+# Headless Chromium for the test that opens the evaluation's HTML report. Debian's package is
+# installed when it is missing and apt-get can run; otherwise that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } && \
+	    echo "installed chromium for the report browser test"; } || \
+	  echo "chromium not available: the report browser test will be skipped"
+
 demo: setup
 	$(BIN)/halluguard run $(ARGS)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

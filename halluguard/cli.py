@@ -17,7 +17,7 @@ from halluguard import __version__
 from halluguard.errors import HalluguardError, did_you_mean
 from halluguard.stages import DESCRIPTIONS, STAGES
 
-GROUPS = ("model", "retriever", "kb", "prompt", "builder", "reward", "sft", "ppo")
+GROUPS = ("model", "retriever", "kb", "prompt", "builder", "reward", "sft", "ppo", "eval")
 
 USAGE = """usage: halluguard <stage> [key=value ...] [hydra flags]
 

@@ -222,18 +222,24 @@ class LoraSettings:
 
 @dataclass
 class RewardTrainConfig:
+    init: str = "base"
+    """Backbone the score head sits on: ``base`` (``model.name_or_path``) or ``sft`` (the ``sft`` stage's
+    model, as InstructGPT initialises its reward model from the SFT model; run ``halluguard sft`` first)."""
     finetune: str = "lora"
     """``lora`` (peft adapter + trained score head) or ``full`` (every weight)."""
+    keep_layers: int = 8
+    """Keep only the backbone's first N transformer blocks (0 = all; more than it has = all): a cheaper reward model that still
+    reads the policy's tokens."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 1.0
-    max_steps: int = -1
+    max_steps: int = 40
     """Stop after this many optimiser steps (-1: run ``epochs``)."""
     batch_size: int = 8
     grad_accum: int = 1
-    learning_rate: float = 2.0e-4
+    learning_rate: float = 1.0e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
-    max_length: int = 768
+    max_length: int = 512
     """Tokens of prompt + response. Longer pairs are handled by ``overlong``."""
     overlong: str = "truncate"
     """``truncate``: cut the middle of the prompt (keeps the chat header and the question + response)
@@ -242,6 +248,8 @@ class RewardTrainConfig:
     """TRL's reward centering (Eisenstein et al. 2023): pushes scores toward mean zero. null = off."""
     max_pairs: int = 0
     """Train on at most this many pairs (0 = all), sampled by seed: for quick trials."""
+    norm_pairs: int = 128
+    """Train pairs (chosen + rejected) whose scores give the saved mean/std (0 = every kept pair)."""
     logging_steps: int = 10
     use_cpu: Optional[bool] = None
     """null: CPU when no CUDA device is present."""
@@ -251,7 +259,7 @@ class RewardTrainConfig:
 class RewardConfig:
     """``halluguard reward``: reward model on the build pairs, rule terms, hybrid score."""
 
-    scorer: str = "rm"
+    scorer: str = "hybrid"
     """What PPO / GRPO / evaluation call: ``rm`` (reward model), ``rules`` or ``hybrid``."""
     rm_weight: float = 1.0
     """Hybrid score: ``rm_weight * normalised RM score + rule terms``."""
@@ -283,6 +291,10 @@ class SftConfig:
     max_examples: int = 0
     """Train on at most this many examples (0 = all), sampled by seed."""
     logging_steps: int = 10
+    samples: int = 6
+    """Held-out prompts (half in-knowledge, half out-of-knowledge) answered greedily by the trained model
+    and written to ``samples.jsonl`` beside the chosen response, for a person to read (0 = none)."""
+    sample_max_new_tokens: int = 64
     use_cpu: Optional[bool] = None
     """null: CPU when no CUDA device is present."""
 
@@ -302,7 +314,8 @@ class KLConfig:
     budget: float = 3.0
     """Stop when the batch mean KL per response passes this; the last checkpoint within budget is the result."""
     penalty: str = "k1"
-    """Estimator in the per-token penalty: ``k1`` (log-ratio) or ``k3`` (non-negative, unbiased); both are logged."""
+    """Estimator in the per-token penalty: ``k1`` (log-ratio; its policy gradient is the KL's) or ``k3`` (never
+    negative, but as a reward its gradient is biased and heavy-tailed: see ``halluguard/ppo/kl.py``); both are logged."""
 
 
 @dataclass
@@ -366,13 +379,53 @@ class PpoConfig:
     """Log completions of the fixed probe prompts every N steps."""
     probe_prompts: int = 6
     resume: bool = True
-    """Resume from the last checkpoint in the output folder's ``checkpoints/`` when one exists."""
+    """Continue an interrupted run from its last checkpoint (kept in ``<paths.runs>/<exp>/<algo>.work/``)."""
     report_to: list[str] = field(default_factory=list)
     """``tensorboard`` and/or ``wandb`` in addition to ``metrics.jsonl``."""
     use_cpu: Optional[bool] = None
     """null: CPU when no CUDA device is present."""
+    generate_threads: int = 1
+    """torch threads while sampling on CPU (0: torch's setting). Decoding is hundreds of tiny ops per token: a
+    second thread buys little, and on a CPU shared with other processes its waiting cost 6x (tiny model)."""
     dpo: DpoSettings = field(default_factory=DpoSettings)
     grpo: GrpoSettings = field(default_factory=GrpoSettings)
+
+
+@dataclass
+class EvalConfig:
+    """``halluguard eval``: abstention metrics of several models on the build's held-out questions."""
+
+    models: list[str] = field(default_factory=lambda: ["auto"])
+    """Models to evaluate, by name: ``reference``, ``prompt_only``, ``sft``, ``ppo``, ``dpo``, ``grpo``,
+    ``gated_<name>`` (the retrieval gate refuses, otherwise that model answers), and the model-free
+    ``always_refuse``, ``never_refuse``, ``gate``. ``[auto]``: every one whose stage output exists."""
+    max_questions: int = 0
+    """Evaluate at most this many held-out questions (0 = all), sampled by seed."""
+    batch_size: int = 8
+    """Prompts per generation batch."""
+    max_new_tokens: int = 64
+    greedy: bool = True
+    """Greedy decoding (the default, repeatable); false samples at ``temperature``."""
+    temperature: float = 0.7
+    gate_max_top1: float = 0.45
+    """The retrieval gate refuses when the top-1 similarity of question and evidence is below this
+    (0.45: measured on SQuAD 2.0, it refused 2/40 answerable and 40/40 other-article questions)."""
+    gate_refusal: str = "I'm sorry, the documents I have do not contain the answer to that question."
+    """What the gate (and ``always_refuse``) says; the refusal detector must call it a refusal."""
+    prompt_only_system: str = ("You are a customer-service assistant. Use the passages to answer the customer's "
+                               "question. If the passages do not contain the answer, say that you do not know "
+                               "instead of guessing.")
+    """System message of the ``prompt_only`` baseline (the reference told to say it does not know)."""
+    overlap: str = "error"
+    """Held-out questions also in training (same question_id, or same normalised question with the same
+    evidence): ``error`` refuses to evaluate, ``warn`` reports the count and flags them in samples.jsonl."""
+    bootstrap: int = 1000
+    """Resamples for the 95% percentile bootstrap intervals (0 = no intervals)."""
+    seed: int = 0
+    report_formats: list[str] = field(default_factory=lambda: ["html", "md"])
+    """Report files to write: ``html`` (self-contained, charts embedded) and/or ``md`` (charts beside it)."""
+    changed_rows: int = 50
+    """Rows per model in the report's table of questions whose behaviour changed (all are in samples.jsonl)."""
 
 
 @dataclass
@@ -401,6 +454,7 @@ class RootConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     ppo: PpoConfig = field(default_factory=PpoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def _schema_fields(cls: type) -> dict[str, Any]:
@@ -467,11 +521,14 @@ def _check_values(cfg: DictConfig) -> None:
     if cfg.retriever.nlist < 0:
         raise ConfigError(f"config key 'retriever.nlist' must be >= 0 (0 = automatic), got {cfg.retriever.nlist}")
     _check_reward(cfg.reward)
+    _check_sft(cfg.sft)
+    _check_ppo(cfg.ppo)
 
 
 def _check_reward(r: DictConfig) -> None:
     choices = {"reward.scorer": (r.scorer, ("rm", "rules", "hybrid")),
                "reward.train.finetune": (r.train.finetune, ("lora", "full")),
+               "reward.train.init": (r.train.init, ("base", "sft")),
                "reward.train.overlong": (r.train.overlong, ("truncate", "drop"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -492,6 +549,76 @@ def _check_reward(r: DictConfig) -> None:
             "reward.rules.refuse_ik (%s) is below reward.rules.answer_ook (%s): refusing an answerable prompt is "
             "then cheaper than fabricating, and a policy learns to refuse everywhere", r.rules.refuse_ik,
             r.rules.answer_ook)
+
+
+def _check_sft(s: DictConfig) -> None:
+    if s.finetune not in ("lora", "full"):
+        raise ConfigError(f"config key 'sft.finetune' must be one of lora, full, got '{s.finetune}'"
+                          f"{did_you_mean(str(s.finetune), ('lora', 'full'))}")
+    for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "sample_max_new_tokens"):
+        if s[key] <= 0:
+            raise ConfigError(f"config key 'sft.{key}' must be positive, got {s[key]}")
+    if s.epochs <= 0 and s.max_steps <= 0:
+        raise ConfigError(f"config keys 'sft.epochs' ({s.epochs}) and 'sft.max_steps' ({s.max_steps}): "
+                          "set a positive sft.epochs, or sft.max_steps > 0")
+    if s.max_steps == 0 or s.max_steps < -1:
+        raise ConfigError(f"config key 'sft.max_steps' must be -1 (run sft.epochs) or positive, got {s.max_steps}")
+    for key in ("max_examples", "samples"):
+        if s[key] < 0:
+            raise ConfigError(f"config key 'sft.{key}' must be >= 0 (0 = {'all' if key == 'max_examples' else 'none'}), "
+                              f"got {s[key]}")
+    if s.learning_rate <= 0:
+        raise ConfigError(f"config key 'sft.learning_rate' must be positive, got {s.learning_rate}")
+    if not 0 <= s.warmup_ratio < 1:
+        raise ConfigError(f"config key 'sft.warmup_ratio' must be in [0, 1), got {s.warmup_ratio}")
+    if s.lora.top_layers < 0:
+        raise ConfigError(f"config key 'sft.lora.top_layers' must be >= 0 (0 = every block), got {s.lora.top_layers}")
+
+
+PPO_ALGOS = ("ppo", "dpo", "grpo")
+PPO_STARTS = ("sft", "base")
+KL_PENALTIES = ("k1", "k3")
+REPORT_TO = ("tensorboard", "wandb")
+
+
+def _check_ppo(p: DictConfig) -> None:
+    """PPO settings that would otherwise fail mid-run (or silently train something else)."""
+    choices = {"ppo.algo": (p.algo, PPO_ALGOS), "ppo.start": (p.start, PPO_STARTS),
+               "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'"
+                              f"{did_you_mean(str(value), allowed)}")
+    for item in p.report_to:
+        if item not in REPORT_TO:
+            raise ConfigError(f"config key 'ppo.report_to' takes {', '.join(REPORT_TO)}, got '{item}'"
+                              f"{did_you_mean(str(item), REPORT_TO)}")
+    for key in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
+                "save_every", "probe_every", "learning_rate", "max_grad_norm", "temperature", "cliprange",
+                "cliprange_value"):
+        if not p[key] > 0:
+            raise ConfigError(f"config key 'ppo.{key}' must be positive, got {p[key]}")
+    if p.batch_size % p.mini_batch_size:
+        raise ConfigError(f"config key 'ppo.mini_batch_size' ({p.mini_batch_size}) must divide ppo.batch_size "
+                          f"({p.batch_size}): each PPO epoch splits the rollout into equal minibatches")
+    if not p.kl.budget > 0:
+        raise ConfigError(f"config key 'ppo.kl.budget' must be positive (nats per response), got {p.kl.budget}: "
+                          "a budget of zero would stop PPO before its first update")
+    for key in ("target", "horizon"):
+        if not p.kl[key] > 0:
+            raise ConfigError(f"config key 'ppo.kl.{key}' must be positive, got {p.kl[key]}")
+    if p.kl.beta < 0:
+        raise ConfigError(f"config key 'ppo.kl.beta' must be >= 0, got {p.kl.beta}")
+    for key in ("gamma", "lam"):
+        if not 0 <= p[key] <= 1:
+            raise ConfigError(f"config key 'ppo.{key}' must be in [0, 1], got {p[key]}")
+    if not 0 < p.top_p <= 1:
+        raise ConfigError(f"config key 'ppo.top_p' must be in (0, 1], got {p.top_p}")
+    for key in ("probe_prompts", "vf_coef", "generate_threads"):
+        if p[key] < 0:
+            raise ConfigError(f"config key 'ppo.{key}' must be >= 0, got {p[key]}")
+    if p.lora.top_layers < 0:
+        raise ConfigError(f"config key 'ppo.lora.top_layers' must be >= 0 (0 = every block), got {p.lora.top_layers}")
 
 
 def schema_paths() -> set[str]:

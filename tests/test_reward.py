@@ -208,5 +208,63 @@ def test_stage_end_to_end_on_the_tiny_kb(compose, tiny_overrides, capsys):
     assert (folder / "scores.png").stat().st_size > 1000
     assert (folder / "reward_model" / "normalisation.json").is_file()
     summary = (folder / "summary.md").read_text()
-    assert "rules only" in summary and "identical" in summary
+    assert "rules only" in summary and "identical" in summary and "hybrid" in summary
+    assert "hybrid_accuracy_by_kind" in m and isinstance(m["rm_meets_targets"], bool)
     assert "| pair kind |" in capsys.readouterr().out
+
+
+def test_keep_layers_cuts_the_backbone_for_training_and_loading(tiny_policy, tmp_path):
+    from datasets import Dataset
+    from omegaconf import OmegaConf
+
+    from halluguard.config import RootConfig
+    from halluguard.reward.train import train_reward_model
+
+    for finetune in ("lora", "full"):
+        cfg = OmegaConf.structured(RootConfig)
+        cfg.model.name_or_path = str(tiny_policy)
+        t = cfg.reward.train
+        t.max_steps, t.batch_size, t.max_length, t.keep_layers, t.finetune = 1, 4, 96, 1, finetune
+        out = tmp_path / finetune
+        train_reward_model(Dataset.from_list(_pairs()), str(tiny_policy), cfg.model, cfg.reward, out)
+        assert json.loads((out / "reward_model.json").read_text())["keep_layers"] == 1
+        scorer = RewardModelScorer.load(out)
+        assert len(scorer.model.model.layers) == 1 and scorer.model.config.num_hidden_layers == 1
+        assert scorer.score([[{"role": "user", "content": "q?"}]], ["an answer"], None).shape == (1,)
+
+
+def test_keep_layers_beyond_the_backbone_keeps_all_and_negative_is_an_error(tiny_policy, caplog):
+    from transformers import AutoModelForSequenceClassification
+
+    from halluguard.reward.scoring import keep_first_layers
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_policy), num_labels=1)
+    with caplog.at_level("WARNING", logger="halluguard.reward"):
+        assert len(keep_first_layers(model, 5).model.layers) == 2
+    assert "has 2 blocks: keeping all" in caplog.text
+    with pytest.raises(HalluguardError, match=r"reward.train.keep_layers must be >= 0"):
+        keep_first_layers(model, -1)
+
+
+def test_accuracy_table_marks_targets_and_shows_all_three_scores():
+    from halluguard.reward.evaluate import accuracy_table, meets_targets
+
+    def acc(v):
+        return {"n": 10, "accuracy": v}
+
+    result = {"rm": {"ook_refusal_vs_fabrication": acc(0.95), "ik_grounded_vs_refusal": acc(0.7), "all": acc(0.8)},
+              "rules": {"ook_refusal_vs_fabrication": acc(1.0), "ik_grounded_vs_refusal": acc(0.9), "all": acc(0.95)},
+              "hybrid": {"ook_refusal_vs_fabrication": acc(1.0), "ik_grounded_vs_refusal": acc(0.85), "all": acc(0.9)}}
+    table = accuracy_table(result)
+    assert "| ook_refusal_vs_fabrication | 10 | 0.90 | 0.950 ✓ | 1.000 | 1.000 |" in table
+    assert "| ik_grounded_vs_refusal | 10 | 0.80 | 0.700 ✗ | 0.900 | 0.850 |" in table
+    assert not meets_targets(result["rm"]) and meets_targets(result["hybrid"])
+
+
+def test_init_from_sft_without_the_sft_stage_says_to_run_it(compose, tiny_overrides):
+    from halluguard.stages import build, reward
+
+    overrides = [*tiny_overrides, "builder.split.heldout_fraction=0.5", "reward.train.init=sft"]
+    build.run(compose(overrides, stage="build"))
+    with pytest.raises(HalluguardError, match="halluguard sft"):
+        reward.run(compose(overrides, stage="reward"))

@@ -74,8 +74,12 @@ def _accuracy(chosen: np.ndarray, rejected: np.ndarray, kinds: Sequence[str]) ->
 
 
 def evaluate_pairs(rows: Sequence[dict], meta: Sequence[dict], rm_scorer, rule_scorer,
-                   png: Optional[Path] = None) -> dict:
-    """Score every pair's chosen and rejected response with both scorers; return the metrics dict."""
+                   png: Optional[Path] = None, rm_weight: float = 1.0) -> dict:
+    """Score every pair's chosen and rejected response with both scorers; return the metrics dict.
+
+    ``hybrid`` is ``rm_weight * RM + rule terms`` from the same two score vectors (what
+    ``reward.scorer=hybrid`` would give), so all three columns are on the same pairs.
+    """
     rows = list(rows)
     if not rows:
         raise HalluguardError("no held-out pairs to evaluate the reward model on; lower builder.split.heldout_fraction "
@@ -109,6 +113,10 @@ def evaluate_pairs(rows: Sequence[dict], meta: Sequence[dict], rm_scorer, rule_s
     rules = rule_scorer.score(all_prompts, all_resp, all_meta).numpy().astype(np.float64)
     result["rules"] = _accuracy(rules[:n], rules[n:], kinds)
     result["rules_throughput_responses_per_s"] = round(2 * n / max(time.perf_counter() - start, 1e-9), 2)
+    if rm_scorer is not None:
+        hybrid = rm_weight * rm + rules
+        result["hybrid"] = _accuracy(hybrid[:n], hybrid[n:], kinds)
+        result["hybrid_rm_weight"] = rm_weight
     return result
 
 
@@ -146,13 +154,36 @@ def plot_distributions(classes: dict[str, np.ndarray], png: Path) -> None:
     fig.savefig(str(png), dpi=100)
 
 
+# Done-when targets of the reward issue: a reward PPO can trust (see issue #4).
+TARGETS = {OOK_KIND: 0.90}
+DEFAULT_TARGET = 0.80
+
+
+def target_for(kind: str) -> Optional[float]:
+    return None if kind == "all" else TARGETS.get(kind, DEFAULT_TARGET)
+
+
+def meets_targets(by_kind: dict) -> bool:
+    """Every pair kind at or above its target accuracy."""
+    return all(v["accuracy"] >= target_for(k) for k, v in by_kind.items() if k != "all")
+
+
 def accuracy_table(result: dict) -> str:
-    """Markdown table: pair kind | n | RM accuracy | rules accuracy."""
-    lines = ["| pair kind | n | reward model | rules only |", "|---|---:|---:|---:|"]
-    rm, rules = result.get("rm", {}), result.get("rules", {})
+    """Markdown table: pair kind | n | target | RM | rules only | hybrid (a check mark where the RM meets the target)."""
+    lines = ["| pair kind | n | target | reward model | rules only | hybrid |", "|---|---:|---:|---:|---:|---:|"]
+    rm, rules, hybrid = result.get("rm", {}), result.get("rules", {}), result.get("hybrid", {})
     for kind in [k for k in rules if k != "all"] + ["all"]:
         if kind not in rules:
             continue
-        rm_acc = f"{rm[kind]['accuracy']:.3f}" if kind in rm else "-"
-        lines.append(f"| {kind} | {rules[kind]['n']} | {rm_acc} | {rules[kind]['accuracy']:.3f} |")
+        target = target_for(kind)
+
+        def cell(table: dict, mark: bool = False) -> str:
+            if kind not in table:
+                return "-"
+            acc = table[kind]["accuracy"]
+            ok = " ✓" if mark and target is not None and acc >= target else (" ✗" if mark and target is not None else "")
+            return f"{acc:.3f}{ok}"
+
+        lines.append(f"| {kind} | {rules[kind]['n']} | {'-' if target is None else f'{target:.2f}'} | "
+                     f"{cell(rm, mark=True)} | {cell(rules)} | {cell(hybrid)} |")
     return "\n".join(lines)

@@ -88,6 +88,35 @@ def check_tokenizer_match(rm_tokenizer, policy_tokenizer, where: str = "") -> No
 
 # ---------------------------------------------------------------- reward model
 
+def keep_first_layers(model, keep: int, key: str = "reward.train.keep_layers"):
+    """Cut a decoder backbone to its first ``keep`` blocks (0 = all) and return the model.
+
+    Why: a reward model that judges whether a response fits the evidence leans on lexical overlap
+    features of the lower blocks; cutting the upper two thirds makes every forward and backward that
+    much cheaper on a CPU, and it still reads the policy's own tokens.
+    """
+    if not keep:
+        return model
+    inner = getattr(model, "model", None) or getattr(model, "base_model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise HalluguardError(f"{key}={keep}: cannot find the transformer blocks of {type(model).__name__} "
+                              "(expected model.model.layers); set it to 0")
+    if keep < 0:
+        raise HalluguardError(f"{key} must be >= 0 (0 keeps every block), got {keep}")
+    if keep >= len(layers):  # a smaller model than the default was sized for: nothing to cut
+        import logging
+
+        logging.getLogger("halluguard.reward").warning("%s=%d but the backbone has %d blocks: keeping all of them",
+                                                       key, keep, len(layers))
+        return model
+    inner.layers = layers[:keep]
+    model.config.num_hidden_layers = keep
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:keep]
+    return model
+
+
 class RewardModelScorer:
     """A sequence-score model (``num_labels=1``) and its normalisation: ``(raw - mean) / std``."""
 
@@ -137,6 +166,7 @@ class RewardModelScorer:
                 raise HalluguardError(f"the reward model's backbone {base} is gone; pass the policy folder it was "
                                       "trained on, or re-run `halluguard reward`")
             model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+            keep_first_layers(model, int(info.get("keep_layers") or 0))
             if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
                 model.resize_token_embeddings(len(tokenizer))
             model = PeftModel.from_pretrained(model, str(weights)).merge_and_unload()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from halluguard.artifacts import atomic_write_json
 from halluguard.errors import HalluguardError
-from halluguard.reward.scoring import INFO, NORMALISATION, RewardModelScorer, encode
+from halluguard.reward.scoring import INFO, NORMALISATION, RewardModelScorer, encode, keep_first_layers
 
 log = logging.getLogger("halluguard.reward")
 
@@ -66,7 +66,7 @@ def prepare_pairs(dataset, tokenizer, max_length: int, overlong: str) -> Prepare
     return out
 
 
-def _load_backbone(source: str, model_cfg, finetune: str):
+def _load_backbone(source: str, model_cfg, finetune: str, keep_layers: int = 0):
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -81,6 +81,7 @@ def _load_backbone(source: str, model_cfg, finetune: str):
             source, num_labels=1, dtype=torch.float32, trust_remote_code=bool(model_cfg.trust_remote_code))
     except (OSError, ValueError) as exc:
         raise HalluguardError(_load_failure("reward backbone", model_cfg.name_or_path, exc)) from None
+    keep_first_layers(model, keep_layers)
     configure_padding(model, tokenizer, model_cfg.pad_token)
     return model, tokenizer
 
@@ -99,7 +100,7 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
     t = reward_cfg.train
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = _load_backbone(source, model_cfg, t.finetune)
+    model, tokenizer = _load_backbone(source, model_cfg, t.finetune, int(t.keep_layers))
     rows = list(train_pairs)
     if t.max_pairs and len(rows) > t.max_pairs:
         rows = random.Random(seed).sample(rows, t.max_pairs)
@@ -137,7 +138,8 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
     model.save_pretrained(str(weights))
     tokenizer.save_pretrained(str(weights))
     atomic_write_json(out_dir / INFO, {"finetune": t.finetune, "base": str(source), "weights": "weights",
-                                       "max_length": int(t.max_length), "overlong": t.overlong})
+                                       "max_length": int(t.max_length), "overlong": t.overlong,
+                                       "keep_layers": int(t.keep_layers)})
 
     # Normalisation: raw scores of the trained model over the train split's chosen + rejected responses.
     if t.finetune == "lora":
@@ -145,6 +147,8 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
     scorer = RewardModelScorer(model.to("cpu").float(), tokenizer, max_length=t.max_length,
                                batch_size=reward_cfg.eval_batch_size)
     kept = [rows[r["source"]] for r in prepared.rows]
+    if t.norm_pairs and len(kept) > t.norm_pairs:  # a sample is enough for two moments; scoring costs a forward each
+        kept = random.Random(seed + 1).sample(kept, t.norm_pairs)
     prompts = [list(r["prompt"]) for r in kept] * 2
     responses = [_text(r["chosen"]) for r in kept] + [_text(r["rejected"]) for r in kept]
     raw = scorer.raw_scores(prompts, responses)
@@ -153,7 +157,7 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
         log.warning("reward model scores have (almost) no spread on train (std %.2e); normalising with std=1", std)
         std = 1.0
     atomic_write_json(out_dir / NORMALISATION, {"mean": mean, "std": std, "n": len(responses),
-                                                "computed_on": "train chosen + rejected"})
+                                                "computed_on": f"train chosen + rejected of {len(kept)} pairs"})
     n_chosen = len(kept)
     train_acc = float((raw[:n_chosen] > raw[n_chosen:]).float().mean())
     return {

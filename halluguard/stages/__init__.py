@@ -7,18 +7,18 @@ from __future__ import annotations
 
 STAGES: dict[str, str | None] = {
     "build": "halluguard.stages.build",
-    "sft": None,
+    "sft": "halluguard.stages.sft",
     "reward": "halluguard.stages.reward",
-    "ppo": None,
-    "eval": None,
+    "ppo": "halluguard.stages.ppo",
+    "eval": "halluguard.stages.eval",
     "run": "halluguard.stages.run",
 }
 
 DESCRIPTIONS = {
-    "build": "FAISS index over the knowledge base (preference pairs as the builders land)",
+    "build": "FAISS index, IK/OOK probe and preference pairs from the knowledge base",
     "sft": "supervised refusal training on the build's chosen responses (the SFT reference)",
     "reward": "reward model: calibrated refusal above confident fabrication",
     "ppo": "PPO with a KL penalty to the SFT reference",
     "eval": "abstention metrics on held-out questions, before and after",
-    "run": "every available stage in order on one experiment (what `make demo` runs)",
+    "run": "every stage in order on one experiment (what `make demo` runs)",
 }

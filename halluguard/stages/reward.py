@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> Manifest:
     from halluguard.models import load_tokenizer, resolve_policy_source
     from halluguard.refusal import RefusalDetector
     from halluguard.retrieval import Encoder
-    from halluguard.reward.evaluate import accuracy_table, evaluate_pairs, load_build_context, pair_meta
+    from halluguard.reward.evaluate import (accuracy_table, evaluate_pairs, load_build_context, meets_targets,
+                                             pair_meta)
     from halluguard.reward.rules import RuleScorer
     from halluguard.reward.scoring import RewardModelScorer
     from halluguard.reward.train import train_reward_model
@@ -47,6 +48,11 @@ def run(cfg: DictConfig) -> Manifest:
             raise HalluguardError(f"the build's pairs at {pairs_path} have no '{split}' split; re-run `halluguard build`")
     passages, answers = load_build_context(build_dir, build)
     source = resolve_policy_source(cfg.model.name_or_path, resolve_cache_dir(cfg))
+    backbone = source
+    if cfg.reward.train.init == "sft" and not cfg.reward.reward_model:
+        from halluguard.sft import reference_source
+
+        backbone = reference_source(cfg)
     rcfg = cfg.reward
 
     manifest = Manifest(stage="reward", exp=cfg.exp, config=to_plain(cfg))
@@ -62,13 +68,15 @@ def run(cfg: DictConfig) -> Manifest:
             shutil.copytree(given, rm_dir)
             train_info = {"pairs": {}, "reused": str(given)}
         else:
-            train_info = train_reward_model(pairs["train"], source, cfg.model, rcfg, rm_dir, seed=cfg.seed)
+            train_info = train_reward_model(pairs["train"], backbone, cfg.model, rcfg, rm_dir, seed=cfg.seed)
+            train_info["backbone"] = str(backbone)
         policy_tokenizer = load_tokenizer(source, cfg.model)
         rm = RewardModelScorer.load(rm_dir, policy_tokenizer=policy_tokenizer, batch_size=rcfg.eval_batch_size)
         encoder = Encoder.from_config(cfg.retriever)
         rules = RuleScorer(rcfg.rules, RefusalDetector(encoder=encoder, threshold=rcfg.refusal_threshold))
         held = list(pairs["heldout"])
-        result = evaluate_pairs(held, pair_meta(held, passages, answers), rm, rules, png=out / "scores.png")
+        result = evaluate_pairs(held, pair_meta(held, passages, answers), rm, rules, png=out / "scores.png",
+                                rm_weight=rcfg.rm_weight)
         result["train"] = train_info
         atomic_write_json(out / "eval.json", result)
         table = accuracy_table(result)
@@ -78,6 +86,8 @@ def run(cfg: DictConfig) -> Manifest:
         manifest.metrics = {
             "rm_accuracy_by_kind": {k: v["accuracy"] for k, v in result["rm"].items()},
             "rules_accuracy_by_kind": {k: v["accuracy"] for k, v in result["rules"].items()},
+            "hybrid_accuracy_by_kind": {k: v["accuracy"] for k, v in result["hybrid"].items()},
+            "rm_meets_targets": meets_targets(result["rm"]),
             "ook_fabrication_above_median_refusal": result["ook_fabrication_above_median_refusal"],
             "throughput_responses_per_s": result["throughput_responses_per_s"],
             "heldout_pairs": result["pairs"],
@@ -89,8 +99,10 @@ def run(cfg: DictConfig) -> Manifest:
         manifest.duration_s = round(time.perf_counter() - start, 3)
         manifest.write(out)
     manifest.path = final / "manifest.json"
-    print("\nreward model vs rule-only score, held-out pairwise accuracy (chosen scored above rejected):")
+    print("\nreward model vs rule-only and hybrid scores, held-out pairwise accuracy (chosen scored above rejected):")
     print(table)
+    verdict = "meets" if manifest.metrics["rm_meets_targets"] else "does NOT meet"
+    print(f"the reward model {verdict} the targets (>= 0.90 on OOK refusal vs fabrication, >= 0.80 on every other kind)")
     print(f"OOK fabrications above the median OOK refusal: {result['ook_fabrication_above_median_refusal']}; "
           f"scoring {result['throughput_responses_per_s']} responses/s")
     print(f"summary: {final / 'summary.md'}")
@@ -101,13 +113,15 @@ def _summary(cfg, result: dict, train: dict, table: str) -> str:
     counts = train.get("pairs") or {}
     lines = [
         f"# Reward model - experiment `{cfg.exp}`", "",
-        f"Backbone: `{cfg.model.name_or_path}` ({cfg.reward.train.finetune}); "
+        f"Backbone: `{train.get('backbone', cfg.model.name_or_path)}` (init `{cfg.reward.train.init}`, "
+        f"{cfg.reward.train.finetune}); "
         + (f"reused from `{train['reused']}`." if train.get("reused") else
            f"{train.get('steps')} steps in {train.get('train_seconds')} s "
            f"({train.get('seconds_per_step')} s/step), final loss {train.get('final_loss')}."), "",
         "## Held-out pairwise accuracy", "", table, "",
         "Ties count as failures. The rule-only column is the same pairs scored by the rule terms alone "
-        "(refusal detector + evidence support).", "",
+        "(refusal detector + evidence support); hybrid is "
+        f"{result.get('hybrid_rm_weight')} x reward model + rule terms (`reward.scorer=hybrid`).", "",
         f"- OOK fabrications scoring above the median OOK refusal: {result.get('ook_fabrication_above_median_refusal')}"
         " (high values predict reward hacking)",
         f"- scoring throughput: {result.get('throughput_responses_per_s')} responses/s (reward model), "

@@ -1,0 +1,360 @@
+"""``halluguard ppo``: PPO from the SFT reference with a KL penalty to it, or a DPO / GRPO baseline.
+
+``ppo.algo=ppo`` runs halluguard's own PPO (:mod:`halluguard.ppo`); ``dpo`` and ``grpo`` run the TRL
+baselines (:mod:`halluguard.baselines`) from the same start model on the same build, so the evaluation
+can put them side by side.
+
+Inputs: the ``build`` manifest (``ppo_prompts``, ``index``; ``pairs`` for DPO), the ``sft`` manifest
+(``ppo.start=sft``), the ``reward`` manifest (``reward.scorer=rm|hybrid``). Every cheap check (prompt
+lengths against ``ppo.max_prompt_length`` and the context window, the reward model's tokenizer against
+the policy's, the ``report_to`` packages) runs before the policy is loaded.
+
+Outputs in ``<paths.runs>/<exp>/<ppo.algo>/``, written atomically:
+
+* ``adapter/`` - the result: PPO's LoRA adapter at the chosen step, PEFT format, with the tokenizer
+  (``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(start), "adapter")``)
+* ``value_head.pt`` - the value head of the chosen step (PPO only)
+* ``metrics.jsonl`` - one row per step (see :mod:`halluguard.ppo.tracking` for every key)
+* ``curves.png`` - reward and KL per step on one figure, the budget and the chosen step marked
+* ``probes.jsonl`` - greedy completions of fixed probe prompts every ``ppo.probe_every`` steps (step 0:
+  the reference's own answers)
+* ``checkpoints/step-N/`` - every checkpoint of the run (adapter, value head, optimiser, beta)
+* ``summary.md`` - what a person reads; ``manifest.json`` - with ``stopped_early``, ``stop_reason``,
+  ``chosen_step`` among its metrics
+
+While PPO trains, its checkpoints and logs live in ``<paths.runs>/<exp>/<ppo.algo>.work/``: outside the
+atomically written folder (whose temporary copy is thrown away on failure), so an interrupted run keeps
+them and ``ppo.resume=true`` continues it. When training ends they are linked into the output folder and
+the work folder is removed; a finished run is never resumed, only an interrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from halluguard.artifacts import Manifest, atomic_dir, atomic_write_text, write_jsonl
+from halluguard.config import stage_dir, to_plain
+from halluguard.errors import HalluguardError
+
+log = logging.getLogger("halluguard.ppo")
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """``<paths.runs>/<exp>/<ppo.algo>``: PPO and its baselines sit side by side."""
+    return stage_dir(cfg, str(cfg.ppo.algo))
+
+
+def work_dir(cfg: DictConfig) -> Path:
+    out = output_dir(cfg)
+    return out.parent / f"{out.name}.work"
+
+
+def run(cfg: DictConfig) -> Manifest:
+    if cfg.ppo.algo == "ppo":
+        return _run_ppo(cfg)
+    return _run_baseline(cfg)
+
+
+# ---------------------------------------------------------------- inputs shared by PPO and GRPO
+
+def _prompt_rows(cfg: DictConfig, manifest: Manifest):
+    """The build's PPO prompts, their scoring meta, and the build manifest."""
+    from datasets import load_from_disk
+
+    from halluguard.reward.evaluate import load_build_context, pair_meta
+
+    build_dir = stage_dir(cfg, "build")
+    build = Manifest.load(build_dir)
+    path = build.output_path("ppo_prompts")
+    dataset = load_from_disk(str(path))
+    rows = list(dataset)
+    passages, answers = load_build_context(build_dir, build)
+    manifest.add_input("ppo_prompts", path)
+    manifest.add_input("build_manifest", build.path)
+    return dataset, rows, pair_meta(rows, passages, answers), build
+
+
+def _scorer(cfg: DictConfig, policy_tokenizer, detector, manifest: Manifest):
+    """The ``reward.scorer`` the config names; a reward model must read the policy's tokens."""
+    from halluguard.reward.scoring import make_scorer
+
+    reward_dir = None
+    if cfg.reward.scorer != "rules":
+        reward = Manifest.load(stage_dir(cfg, "reward"))
+        reward.output_path("reward_model")  # present and unchanged since the reward stage wrote it
+        reward_dir = reward.path.parent
+        manifest.add_input("reward_manifest", reward.path)
+    return make_scorer(cfg.reward, reward_dir, policy_tokenizer=policy_tokenizer, detector=detector)
+
+
+def _start_input(cfg: DictConfig, manifest: Manifest) -> None:
+    if cfg.ppo.start == "sft":
+        manifest.add_input("sft_manifest", stage_dir(cfg, "sft") / "manifest.json")
+
+
+# ---------------------------------------------------------------- PPO
+
+def _run_ppo(cfg: DictConfig) -> Manifest:
+    from transformers import AutoConfig
+
+    from halluguard.models import load_tokenizer
+    from halluguard.ppo.policy import load_start_policy, start_source
+    from halluguard.ppo.prompts import build_prompt_set
+    from halluguard.ppo.tracking import check_report_to
+    from halluguard.ppo.trainer import PpoTrainer
+    from halluguard.refusal import RefusalDetector
+    from halluguard.retrieval import Encoder
+
+    started = time.perf_counter()
+    p = cfg.ppo
+    manifest = Manifest(stage="ppo", exp=cfg.exp, config=to_plain(cfg))
+    _, rows, meta, _ = _prompt_rows(cfg, manifest)
+    source = start_source(cfg)
+    _start_input(cfg, manifest)
+    check_report_to(list(p.report_to))
+    tokenizer = load_tokenizer(source, cfg.model)
+    detector = RefusalDetector(encoder=Encoder.from_config(cfg.retriever), threshold=cfg.reward.refusal_threshold)
+    scorer = _scorer(cfg, tokenizer, detector, manifest)
+    window = getattr(AutoConfig.from_pretrained(source, trust_remote_code=bool(cfg.model.trust_remote_code)),
+                     "max_position_embeddings", None)
+    prompts = build_prompt_set([r["prompt"] for r in rows], meta, tokenizer, int(p.max_prompt_length),
+                               int(p.max_new_tokens), window, [r.get("case_id") for r in rows],
+                               [r.get("question") for r in rows])
+    log.info("PPO on %d prompts from %s (start=%s, scorer=%s)", len(prompts), source, p.start, cfg.reward.scorer)
+
+    policy, tokenizer = load_start_policy(source, cfg.model, p.lora, seed=int(cfg.seed),
+                                          revision=cfg.model.revision if p.start == "base" else None)
+    fingerprint = {"start": source, "model": cfg.model.name_or_path, "prompts": manifest.inputs["ppo_prompts"].sha256,
+                   "reward": {"scorer": cfg.reward.scorer, "rules": to_plain(cfg)["reward"]["rules"],
+                              "rm_weight": cfg.reward.rm_weight, "refusal_threshold": cfg.reward.refusal_threshold}}
+    work = work_dir(cfg)
+    trainer = PpoTrainer(policy, tokenizer, scorer, prompts, p, work, seed=int(cfg.seed), detector=detector,
+                         fingerprint=fingerprint, run_name=f"{cfg.exp}/{p.algo}")
+    result = trainer.train()
+    final = output_dir(cfg)
+    if not trainer.accelerator.is_main_process:  # one process writes; the others are done
+        manifest.path = final / "manifest.json"
+        return manifest
+
+    with atomic_dir(final) as out:
+        shutil.copytree(result.chosen_checkpoint / "adapter", out / "adapter")
+        tokenizer.save_pretrained(str(out / "adapter"))
+        shutil.copy2(result.chosen_checkpoint / "value_head.pt", out / "value_head.pt")
+        write_jsonl(out / "metrics.jsonl", result.rows)
+        write_jsonl(out / "probes.jsonl", result.probes)
+        from halluguard.ppo.plots import plot_curves
+
+        plot_curves(result.rows, out / "curves.png", float(p.kl.budget), result.chosen_step,
+                    title=f"PPO - experiment {cfg.exp}")
+        metrics = _ppo_metrics(result, p)
+        atomic_write_text(out / "summary.md", _ppo_summary(cfg, result, metrics))
+        for name, rel in (("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
+                          ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")):
+            manifest.add_output(name, out / rel, out)
+        _link_tree(work / "checkpoints", out / "checkpoints")
+        if (work / "tensorboard").is_dir():
+            _link_tree(work / "tensorboard", out / "tensorboard")
+        manifest.metrics = metrics
+        manifest.duration_s = round(time.perf_counter() - started, 3)
+        manifest.write(out)
+    shutil.rmtree(work, ignore_errors=True)
+    manifest.path = final / "manifest.json"
+    _print_result(result, metrics, final)
+    return manifest
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link a folder's files into ``dst`` (copying where links are impossible): instant, and the
+    work folder keeps its own names until the output folder is safely in place."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def _row(rows: list[dict], step: int) -> dict:
+    return next((r for r in rows if r["step"] == step), {})
+
+
+def _ppo_metrics(result, p) -> dict:
+    rows = result.rows
+    first, chosen, last = rows[0] if rows else {}, _row(rows, result.chosen_step), rows[-1] if rows else {}
+    updates = [r for r in rows if "policy_loss" in r]
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(sum(values) / len(values), 4) if values else None
+
+    return {
+        "steps": int(p.steps), "updates_done": len(updates), "chosen_step": result.chosen_step,
+        "stopped_early": result.stopped_early, "stop_reason": result.stop_reason, "last_step": result.last_step,
+        "resumed_from": result.resumed_from, "kl_budget": float(p.kl.budget), "kl_penalty": str(p.kl.penalty),
+        "reward_first": first.get("reward"), "reward_chosen": chosen.get("reward"),
+        "score_first": first.get("score"), "score_chosen": chosen.get("score"),
+        "kl_chosen": chosen.get("kl"), "kl_k1_chosen": chosen.get("kl_k1"), "kl_k3_chosen": chosen.get("kl_k3"),
+        "kl_last": last.get("kl"), "beta_last": last.get("beta"),
+        "refusal_rate_ook_first": first.get("refusal_rate_ook"), "refusal_rate_ook_chosen": chosen.get("refusal_rate_ook"),
+        "refusal_rate_ik_first": first.get("refusal_rate_ik"), "refusal_rate_ik_chosen": chosen.get("refusal_rate_ik"),
+        "train_seconds": result.train_seconds,
+        "seconds_per_step": mean("time_step"),
+        "seconds_by_phase": {k: mean(f"time_{k}") for k in ("generate", "score", "policy_forward", "ref_forward",
+                                                            "update", "probe")},
+    }
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
+    p = cfg.ppo
+    if result.stopped_early:
+        stop = (f"**Stopped early at step {result.last_step}**: its KL to the reference ({_fmt(_row(result.rows, result.last_step).get('kl'))} "
+                f"nats per response, {p.kl.penalty}) passed the budget `ppo.kl.budget={p.kl.budget}`. The result is "
+                f"checkpoint step {result.chosen_step}, the last one within budget.")
+    else:
+        stop = (f"Ran all {p.steps} steps; the final policy (step {result.chosen_step}) stayed within the KL budget "
+                f"`ppo.kl.budget={p.kl.budget}`.")
+    lines = [
+        f"# PPO - experiment `{cfg.exp}`", "",
+        (f"Start: `{p.start}` (`{cfg.model.name_or_path}`), reward: `{cfg.reward.scorer}`, "
+         f"{p.batch_size} prompts x {p.ppo_epochs} epochs of {p.batch_size // p.mini_batch_size} minibatches per step, "
+         f"beta {'adaptive toward ' + str(p.kl.target) if p.kl.adaptive else 'fixed'} (start {p.kl.beta})."), "",
+        stop, "" if result.resumed_from is None else f"\nResumed from checkpoint step {result.resumed_from}.\n", "",
+        f"| | step 0 (reference) | result (step {result.chosen_step}) | last measured (step {result.last_step}) |",
+        "|---|---:|---:|---:|",
+    ]
+    first, chosen, last = result.rows[0], _row(result.rows, result.chosen_step), result.rows[-1]
+    in_reward = {p.kl.penalty: " (in the reward, held to the budget)"}
+    for key, label in (("reward", "reward (score - beta KL)"), ("score", "score"),
+                       ("kl_k1", "KL k1" + in_reward.get("k1", "")), ("kl_k3", "KL k3" + in_reward.get("k3", "")),
+                       ("beta", "beta"), ("entropy", "entropy"),
+                       ("response_length", "response tokens"), ("refusal_rate_ook", "refusal rate, OOK prompts"),
+                       ("refusal_rate_ik", "refusal rate, IK prompts (over-refusal)")):
+        lines.append(f"| {label} | {_fmt(first.get(key))} | {_fmt(chosen.get(key))} | {_fmt(last.get(key))} |")
+    lines += ["", ("Each row is one rollout batch of the policy after that many updates; with a few prompts per "
+                   "step these rates are noisy. Judge the result on held-out questions (`halluguard eval`)."), "",
+              "![reward and KL](curves.png)", "",
+              f"Time: {m['train_seconds']} s in all, {_fmt(m['seconds_per_step'])} s per step; per phase (s): "
+              + ", ".join(f"{k} {_fmt(v)}" for k, v in m["seconds_by_phase"].items()), ""]
+    lines += _probe_section(result.probes, result.chosen_step)
+    return "\n".join(lines) + "\n"
+
+
+def _probe_section(probes: list[dict], chosen: int) -> list[str]:
+    start = {r["case_id"]: r for r in probes if r["step"] == 0}
+    end = {r["case_id"]: r for r in probes if r["step"] == chosen}
+    if not start:
+        return []
+    lines = [f"## Probe prompts: the reference (step 0) and the result (step {chosen})", ""]
+    for case_id, a in start.items():
+        b = end.get(case_id, {})
+        lines += [f"**[{(a.get('label') or '?').upper()}] {a.get('question') or case_id}** (case `{case_id}`)", "",
+                  f"- step 0: {_quote(a.get('completion'))}{_refusal_tag(a)}",
+                  f"- step {chosen}: {_quote(b.get('completion'))}{_refusal_tag(b)}", ""]
+    return lines
+
+
+def _quote(text: str | None) -> str:
+    return "(none)" if text is None else ("`" + " ".join(str(text).split()).replace("`", "'") + "`" if text else "(empty)")
+
+
+def _refusal_tag(row: dict) -> str:
+    return " (refusal)" if row.get("refusal") else ""
+
+
+def _print_result(result, m: dict, final: Path) -> None:
+    print(f"\nPPO: {m['updates_done']} updates, {'stopped early: ' + result.stop_reason if result.stopped_early else 'completed'}; "
+          f"result = step {result.chosen_step}")
+    print(f"   reward {_fmt(m['reward_first'])} -> {_fmt(m['reward_chosen'])}, score {_fmt(m['score_first'])} -> "
+          f"{_fmt(m['score_chosen'])}, KL {_fmt(m['kl_chosen'])} (budget {m['kl_budget']})")
+    print(f"   refusal rate OOK {_fmt(m['refusal_rate_ook_first'])} -> {_fmt(m['refusal_rate_ook_chosen'])}, "
+          f"IK {_fmt(m['refusal_rate_ik_first'])} -> {_fmt(m['refusal_rate_ik_chosen'])}")
+    print(f"summary: {final / 'summary.md'}")
+
+
+# ---------------------------------------------------------------- DPO / GRPO baselines
+
+def _run_baseline(cfg: DictConfig) -> Manifest:
+    from halluguard.ppo.policy import start_source
+
+    started = time.perf_counter()
+    algo = str(cfg.ppo.algo)
+    manifest = Manifest(stage="ppo", exp=cfg.exp, config=to_plain(cfg))
+    source = start_source(cfg)
+    _start_input(cfg, manifest)
+    train = _baseline_trainer(algo)
+    final = output_dir(cfg)
+    if algo == "dpo":
+        from datasets import load_from_disk
+
+        build = Manifest.load(stage_dir(cfg, "build"))
+        pairs_path = build.output_path("pairs")
+        manifest.add_input("pairs", pairs_path)
+        manifest.add_input("build_manifest", build.path)
+        pairs = load_from_disk(str(pairs_path))
+        if "train" not in pairs:
+            raise HalluguardError(f"the build's pairs at {pairs_path} have no 'train' split; re-run `halluguard build`")
+        args = (source, cfg.model, cfg.ppo, pairs["train"])
+    else:
+        from halluguard.models import load_tokenizer
+        from halluguard.refusal import RefusalDetector
+        from halluguard.retrieval import Encoder
+
+        _, rows, meta, _ = _prompt_rows(cfg, manifest)
+        tokenizer = load_tokenizer(source, cfg.model)
+        detector = RefusalDetector(encoder=Encoder.from_config(cfg.retriever), threshold=cfg.reward.refusal_threshold)
+        scorer = _scorer(cfg, tokenizer, detector, manifest)
+        args = (source, cfg.model, cfg.ppo, [r["prompt"] for r in rows], scorer, meta)
+    with atomic_dir(final) as out:
+        info = train(*args, out, int(cfg.seed))
+        if not (out / "adapter").is_dir():
+            raise HalluguardError(f"the {algo} baseline saved no adapter in {out / 'adapter'}")
+        history = list(info.get("log_history") or [])
+        write_jsonl(out / "metrics.jsonl", history)
+        summary = {k: v for k, v in info.items() if k != "log_history"}
+        atomic_write_text(out / "summary.md", _baseline_summary(cfg, algo, summary))
+        for name, rel in (("adapter", "adapter"), ("metrics", "metrics.jsonl"), ("summary", "summary.md")):
+            manifest.add_output(name, out / rel, out)
+        manifest.metrics = json.loads(json.dumps(summary, default=str))
+        manifest.duration_s = round(time.perf_counter() - started, 3)
+        manifest.write(out)
+    manifest.path = final / "manifest.json"
+    print(f"\n{algo.upper()} baseline: {summary.get('steps')} steps in {summary.get('train_seconds')} s; "
+          f"adapter in {final / 'adapter'}")
+    return manifest
+
+
+def _baseline_trainer(algo: str):
+    import importlib
+
+    name = {"dpo": "train_dpo", "grpo": "train_grpo"}[algo]
+    try:
+        module = importlib.import_module(f"halluguard.baselines.{algo}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("halluguard"):
+            raise HalluguardError(f"ppo.algo={algo} needs halluguard/baselines/{algo}.py, which this installation "
+                                  "does not have yet; use ppo.algo=ppo") from None
+        raise
+    return getattr(module, name)
+
+
+def _baseline_summary(cfg: DictConfig, algo: str, summary: dict) -> str:
+    lines = [f"# {algo.upper()} baseline - experiment `{cfg.exp}`", "",
+             (f"Start: `{cfg.ppo.start}` (`{cfg.model.name_or_path}`); adapter in `adapter/`, TRL's log in "
+              "`metrics.jsonl`. The evaluation compares it with PPO on the same held-out questions."), "",
+             "| | |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v) if not isinstance(v, (dict, list)) else json.dumps(v, default=str)} |"
+              for k, v in summary.items()]
+    return "\n".join(lines) + "\n"

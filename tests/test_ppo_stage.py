@@ -1,0 +1,161 @@
+"""``halluguard ppo`` end to end on the tiny knowledge base (build first, then PPO with the rule reward),
+and the bad inputs it must refuse before any training."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import CONF, TINY_PASSAGES, TINY_QUESTIONS, write_jsonl
+
+from halluguard.artifacts import Manifest
+from halluguard.errors import HalluguardError
+
+PPO = ["reward.scorer=rules", "ppo.start=base", "ppo.steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=2",
+       "ppo.max_new_tokens=4", "ppo.save_every=1", "ppo.probe_every=1", "ppo.probe_prompts=2",
+       "ppo.max_prompt_length=1000", "ppo.learning_rate=1e-3", "ppo.lora.top_layers=1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model on a shared 2-core machine: threads only contend
+    yield
+    torch.set_num_threads(before)
+
+
+def compose_cfg(overrides, stage):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from halluguard.config import validate
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"stage={stage}", *overrides])
+    finally:
+        GlobalHydra.instance().clear()
+    return validate(cfg)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_policy, tmp_path_factory):
+    """Overrides of an experiment whose build has run (shared by the tests below: a build takes seconds)."""
+    from halluguard.stages import build
+
+    root = tmp_path_factory.mktemp("ppo-stage")
+    overrides = ["kb=jsonl", f"kb.passages={write_jsonl(root / 'passages.jsonl', TINY_PASSAGES)}",
+                 f"kb.questions={write_jsonl(root / 'questions.jsonl', TINY_QUESTIONS)}",
+                 f"model.name_or_path={tiny_policy}", f"paths.runs={root / 'runs'}", f"paths.cache={root / 'cache'}",
+                 "exp=t", "builder.split.heldout_fraction=0.5"]
+    build.run(compose_cfg(overrides, "build"))
+    return overrides, root / "runs" / "t"
+
+
+def test_stage_end_to_end_on_the_tiny_kb(built, tiny_policy, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    manifest = ppo.run(compose_cfg([*overrides, *PPO], "ppo"))
+    folder = manifest.path.parent
+    assert folder == exp_dir / "ppo" and not (exp_dir / "ppo.work").exists()
+    assert {"adapter", "value_head", "metrics", "curves", "probes", "summary"} <= set(manifest.outputs)
+    m = Manifest.load(folder).metrics
+    assert m["stop_reason"] == "completed" and m["stopped_early"] is False and m["chosen_step"] == 2
+    assert m["updates_done"] == 2 and m["kl_budget"] == 3.0 and m["seconds_by_phase"]["generate"] > 0
+    assert {"ppo_prompts", "build_manifest"} <= set(Manifest.load(folder).inputs)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[0]["kl"] == 0.0
+    assert all(r["refusal_rate_ook"] is not None or r["refusal_rate_ik"] is not None for r in rows)
+    probes = [json.loads(line) for line in (folder / "probes.jsonl").read_text().splitlines()]
+    assert sorted({p["step"] for p in probes}) == [0, 1, 2] and {p["label"] for p in probes} == {"ook", "ik"}
+    assert (folder / "curves.png").stat().st_size > 1000
+    assert [p.name for p in sorted((folder / "checkpoints").iterdir())] == ["step-0", "step-1", "step-2"]
+    summary = (folder / "summary.md").read_text()
+    assert "Ran all 2 steps" in summary and "refusal rate, OOK prompts" in summary and "step 0:" in summary
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_policy))
+    PeftModel.from_pretrained(base, str(folder / "adapter"))  # the standard PEFT format
+    assert set(torch.load(folder / "value_head.pt")) == {"linear.weight", "linear.bias"}
+    assert "PPO: 2 updates, completed; result = step 2" in capsys.readouterr().out
+
+
+def test_overlong_prompts_fail_before_any_training(built):
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    with pytest.raises(HalluguardError, match=r"PPO prompts are longer than ppo\.max_prompt_length=8 tokens"):
+        ppo.run(compose_cfg([*overrides, *PPO, "ppo.max_prompt_length=8"], "ppo"))
+    assert not (exp_dir / "ppo.work").exists()
+
+
+def test_a_reward_model_with_another_tokenizer_fails_before_training(built, tiny_policy):
+    from halluguard.stages import ppo
+    from halluguard.tiny import train_tiny_tokenizer
+
+    overrides, exp_dir = built
+    reward_dir = exp_dir / "reward"
+    weights = reward_dir / "reward_model" / "weights"
+    train_tiny_tokenizer(["entirely different words", "zebra quantum violin harbour"], vocab_size=300) \
+        .save_pretrained(str(weights))
+    (weights.parent / "reward_model.json").write_text(json.dumps(
+        {"weights": "weights", "finetune": "lora", "base": str(tiny_policy), "max_length": 64}))
+    (weights.parent / "normalisation.json").write_text(json.dumps({"mean": 0.0, "std": 1.0}))
+    manifest = Manifest(stage="reward", exp="t", config={})
+    manifest.add_output("reward_model", weights.parent, reward_dir)
+    manifest.write(reward_dir)
+    try:
+        with pytest.raises(HalluguardError, match="does not use the policy's tokenizer"):
+            ppo.run(compose_cfg([*overrides, *PPO, "reward.scorer=rm"], "ppo"))
+        assert not (exp_dir / "ppo.work").exists()
+    finally:
+        shutil.rmtree(reward_dir)
+
+
+def test_starting_from_sft_without_its_stage_says_what_to_run(built):
+    from halluguard.stages import ppo
+
+    overrides, _ = built
+    with pytest.raises(HalluguardError, match=r"halluguard sft exp=t"):
+        ppo.run(compose_cfg([*overrides, *PPO, "ppo.start=sft"], "ppo"))
+
+
+def test_the_command_is_registered_and_refuses_a_missing_build(tmp_path, capsys):
+    from halluguard import cli
+
+    assert cli.main(["ppo", f"paths.runs={tmp_path}", "exp=nothing"]) == 2
+    assert "halluguard build exp=nothing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algo", ["dpo", "grpo"])
+def test_the_baselines_are_dispatched_and_written_in_the_same_layout(built, monkeypatch, algo):
+    """``ppo.algo=dpo|grpo`` calls the baseline trainer (faked here: TRL runs in test_baselines.py)."""
+    import importlib
+
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    seen = {}
+
+    def fake_train(*args):
+        out_dir, seed = args[-2], args[-1]
+        seen.update(args=args, seed=seed)
+        (out_dir / "adapter").mkdir()
+        (out_dir / "adapter" / "adapter_config.json").write_text("{}")
+        return {"steps": 2, "train_seconds": 0.5, "log_history": [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}]}
+
+    monkeypatch.setattr(importlib.import_module(f"halluguard.baselines.{algo}"), f"train_{algo}", fake_train)
+    manifest = ppo.run(compose_cfg([*overrides, *PPO, f"ppo.algo={algo}"], "ppo"))
+    folder = manifest.path.parent
+    assert folder == exp_dir / algo and {"adapter", "metrics", "summary"} <= set(manifest.outputs)
+    assert Manifest.load(folder).metrics["steps"] == 2 and seen["seed"] == 0
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
+    assert f"# {algo.upper()} baseline" in (folder / "summary.md").read_text()
+    if algo == "dpo":
+        assert {"prompt", "chosen", "rejected"} <= set(seen["args"][3].column_names)
+    else:
+        prompts, scorer, meta = seen["args"][3:6]
+        assert len(prompts) == len(meta) and prompts[0][-1]["role"] == "user" and hasattr(scorer, "score")
