@@ -227,12 +227,12 @@ class RewardTrainConfig:
     model, as InstructGPT initialises its reward model from the SFT model; run ``halluguard sft`` first)."""
     finetune: str = "lora"
     """``lora`` (peft adapter + trained score head) or ``full`` (every weight)."""
-    keep_layers: int = 8
+    keep_layers: int = 12
     """Keep only the backbone's first N transformer blocks (0 = all; more than it has = all): a cheaper reward model that still
     reads the policy's tokens."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 1.0
-    max_steps: int = 40
+    max_steps: int = 70
     """Stop after this many optimiser steps (-1: run ``epochs``)."""
     batch_size: int = 8
     grad_accum: int = 1
