@@ -279,17 +279,20 @@ class SftConfig:
     """``lora`` (adapter, merged into the saved reference) or ``full``."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 1.0
-    max_steps: int = -1
+    max_steps: int = 40
     """Stop after this many optimiser steps (-1: run ``epochs``)."""
     batch_size: int = 8
     grad_accum: int = 1
-    learning_rate: float = 2.0e-4
+    learning_rate: float = 5.0e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_length: int = 512
     """Tokens of prompt + response; longer examples are dropped and counted."""
     max_examples: int = 0
     """Train on at most this many examples (0 = all), sampled by seed."""
+    balance_labels: bool = True
+    """Cut the larger of the in-knowledge / out-of-knowledge example sets to the size of the smaller, so
+    refusals are not the majority of what SFT teaches."""
     logging_steps: int = 10
     samples: int = 6
     """Held-out prompts (half in-knowledge, half out-of-knowledge) answered greedily by the trained model

@@ -30,7 +30,7 @@ log = logging.getLogger("halluguard.sft")
 
 IGNORE_INDEX = -100  # label value the loss skips (transformers' convention)
 COUNT_KEYS = ("rows_seen", "duplicate_prompt", "duplicate_prompt_other_chosen", "empty_chosen", "dropped_too_long",
-              "not_sampled", "used")
+              "not_balanced", "not_sampled", "used")
 
 
 @dataclass
@@ -81,14 +81,15 @@ def tokenize_example(tokenizer, prompt: list[dict], response: str) -> tuple[list
 
 
 def prepare_examples(rows: Sequence[dict], tokenizer, max_length: int, max_examples: int = 0,
-                     seed: int = 0) -> PreparedExamples:
+                     seed: int = 0, balance_labels: bool = False) -> PreparedExamples:
     """One tokenized example per distinct prompt of ``rows`` (build pair rows); every row left out is counted.
 
     Counts: ``rows_seen``; ``duplicate_prompt`` (a later pair of a prompt already taken: the ik prompts
     carry one pair per kind of rejected response, all with the same chosen answer); of those,
     ``duplicate_prompt_other_chosen`` (the duplicate's chosen response differed: the first is kept);
     ``empty_chosen``; ``dropped_too_long`` (prompt + response over ``max_length`` tokens);
-    ``not_sampled`` (beyond ``max_examples``); ``used``.
+    ``not_balanced`` (``balance_labels``: the larger of the ik / ook sets cut, by seed, to the size of the
+    smaller); ``not_sampled`` (beyond ``max_examples``); ``used``.
     """
     out = PreparedExamples(rows=[], counts=Counter({k: 0 for k in COUNT_KEYS}))
     first_chosen: dict[str, str] = {}
@@ -116,12 +117,34 @@ def prepare_examples(rows: Sequence[dict], tokenizer, max_length: int, max_examp
             "case_kind": row.get("case_kind"), "chosen_kind": row.get("chosen_kind"),
             "prompt_tokens": len(input_ids) - n_response, "response_tokens": n_response,
         })
+    if balance_labels:
+        out.rows = _balanced(out, seed)
     if max_examples and len(out.rows) > max_examples:
         keep = sorted(random.Random(seed).sample(range(len(out.rows)), max_examples))
         out.counts["not_sampled"] = len(out.rows) - max_examples
         out.rows = [out.rows[i] for i in keep]
     out.counts["used"] = len(out.rows)
     return out
+
+
+def _balanced(out: PreparedExamples, seed: int) -> list[dict]:
+    """Cut the larger of the ik / ook example sets to the size of the smaller, keeping the original order.
+
+    Why: measured on the demo build, 40 strong steps on 61% refusals taught SmolLM2 to refuse every
+    held-out question, answerable ones included (it learned to sound unsure, not to read the context).
+    """
+    by_label: dict[str, list[int]] = {}
+    for i, r in enumerate(out.rows):
+        by_label.setdefault(r["label"], []).append(i)
+    ik, ook = by_label.get("ik", []), by_label.get("ook", [])
+    if not ik or not ook:
+        return out.rows
+    n = min(len(ik), len(ook))
+    rng = random.Random(seed)
+    keep = set(ik if len(ik) == n else rng.sample(ik, n)) | set(ook if len(ook) == n else rng.sample(ook, n))
+    keep |= {i for label, idx in by_label.items() if label not in ("ik", "ook") for i in idx}
+    out.counts["not_balanced"] = len(out.rows) - len(keep)
+    return [r for i, r in enumerate(out.rows) if i in keep]
 
 
 # ---------------------------------------------------------------- model and trainer

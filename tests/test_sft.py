@@ -78,6 +78,21 @@ def test_one_example_per_prompt_and_every_left_out_row_counted(tokenizer):
     assert sampled.counts["used"] == 1 and sampled.counts["not_sampled"] == 1
 
 
+def test_balance_labels_cuts_the_larger_label_set_and_counts_it(tokenizer):
+    rows = []
+    for i in range(5):
+        label = "ook" if i < 4 else "ik"
+        rows.append({"prompt": [{"role": "user", "content": f"Passages: p{i}\nQuestion: q{i}?"}],
+                     "chosen": [{"role": "assistant", "content": REFUSAL if label == "ook" else "Yes."}],
+                     "rejected": [{"role": "assistant", "content": "No."}], "label": label,
+                     "case_id": f"c{i}", "question_id": f"q{i}"})
+    plain = prepare_examples(rows, tokenizer, max_length=200)
+    assert plain.by_label() == {"ook": 4, "ik": 1} and plain.counts["not_balanced"] == 0
+    balanced = prepare_examples(rows, tokenizer, max_length=200, seed=1, balance_labels=True)
+    assert balanced.by_label() == {"ook": 1, "ik": 1}
+    assert balanced.counts["not_balanced"] == 3 and balanced.counts["used"] == 2
+
+
 def test_loss_is_on_the_response_and_its_end_of_turn_only(tokenizer):
     from halluguard.prompting import render_prompt
 
@@ -243,7 +258,9 @@ def test_stage_end_to_end_lora_then_full(compose, overrides, tiny_policy, capsys
     train_prompts = {json.dumps(r["prompt"]) for r in pairs["train"]}
     heldout_ids = set(pairs["heldout"]["question_id"])
     used = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
-    assert len(used) == len(train_prompts) == m["examples"]["used"]
+    assert len(used) == m["examples"]["used"] == len(train_prompts) - m["examples"]["not_balanced"]
+    labels = [u["label"] for u in used]
+    assert labels.count("ik") == labels.count("ook")  # sft.balance_labels (default): as many of each
     assert m["examples"]["rows_seen"] == len(pairs["train"])
     assert m["examples"]["duplicate_prompt"] == len(pairs["train"]) - len(train_prompts)
     assert not {u["question_id"] for u in used} & heldout_ids

@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> Manifest:
     source = resolve_policy_source(cfg.model.name_or_path, resolve_cache_dir(cfg))
     s = cfg.sft
     examples = prepare_examples(list(pairs["train"]), load_tokenizer(source, cfg.model), s.max_length,
-                                s.max_examples, seed=cfg.seed)
+                                s.max_examples, seed=cfg.seed, balance_labels=s.balance_labels)
     _print_examples(examples, s.max_length)
 
     manifest = Manifest(stage="sft", exp=cfg.exp, config=to_plain(cfg))
@@ -95,7 +95,7 @@ def _print_examples(examples, max_length: int) -> None:
     print(f"\nsft: {c['rows_seen']} training pairs -> {c['used']} examples {examples.by_label()} "
           f"(one per prompt: {c['duplicate_prompt']} duplicates removed; empty chosen {c['empty_chosen']}; "
           f"longer than sft.max_length={max_length} dropped {c['dropped_too_long']}; "
-          f"beyond sft.max_examples {c['not_sampled']})")
+          f"cut to balance ik/ook {c['not_balanced']}; beyond sft.max_examples {c['not_sampled']})")
 
 
 # ---------------------------------------------------------------- what a person reads
@@ -195,6 +195,7 @@ def _summary(cfg, metrics: dict, examples, samples: list[dict]) -> str:
         f"({c['duplicate_prompt_other_chosen']} of them with another chosen response)",
         f"- empty chosen response: {c['empty_chosen']}",
         f"- longer than sft.max_length={s.max_length} tokens, dropped: {c['dropped_too_long']}",
+        f"- cut so ik and ook are equal (sft.balance_labels={s.balance_labels}): {c['not_balanced']}",
         f"- beyond sft.max_examples={s.max_examples}: {c['not_sampled']}",
         f"- used: {c['used']} {metrics['examples_by_label']}", "",
         "![loss](loss.png)", "",
