@@ -232,7 +232,7 @@ class RewardTrainConfig:
     reads the policy's tokens."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 1.0
-    max_steps: int = 70
+    max_steps: int = 60
     """Stop after this many optimiser steps (-1: run ``epochs``)."""
     batch_size: int = 8
     grad_accum: int = 1
@@ -248,7 +248,7 @@ class RewardTrainConfig:
     """TRL's reward centering (Eisenstein et al. 2023): pushes scores toward mean zero. null = off."""
     max_pairs: int = 0
     """Train on at most this many pairs (0 = all), sampled by seed: for quick trials."""
-    norm_pairs: int = 128
+    norm_pairs: int = 64
     """Train pairs (chosen + rejected) whose scores give the saved mean/std (0 = every kept pair)."""
     logging_steps: int = 10
     use_cpu: Optional[bool] = None
