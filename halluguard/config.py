@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from halluguard.errors import ConfigError, HalluguardError, did_you_mean
@@ -526,17 +526,24 @@ def _check_values(cfg: DictConfig) -> None:
     _check_reward(cfg.reward)
     _check_sft(cfg.sft)
     _check_ppo(cfg.ppo)
+    _check_eval(cfg.eval)
+
+
+def _require_choices(choices: dict[str, tuple[Any, Sequence[str]]]) -> None:
+    """``{key: (value, allowed)}``: raise on the first value not allowed, naming the key and the closest choice.
+    A list value (e.g. ``ppo.report_to``) has each of its items checked."""
+    for key, (value, allowed) in choices.items():
+        for item in (value if isinstance(value, (list, ListConfig)) else [value]):
+            if item not in allowed:
+                raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{item}'"
+                                  f"{did_you_mean(str(item), allowed)}")
 
 
 def _check_reward(r: DictConfig) -> None:
-    choices = {"reward.scorer": (r.scorer, ("rm", "rules", "hybrid")),
-               "reward.train.finetune": (r.train.finetune, ("lora", "full")),
-               "reward.train.init": (r.train.init, ("base", "sft")),
-               "reward.train.overlong": (r.train.overlong, ("truncate", "drop"))}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'"
-                              f"{did_you_mean(str(value), allowed)}")
+    _require_choices({"reward.scorer": (r.scorer, ("rm", "rules", "hybrid")),
+                      "reward.train.finetune": (r.train.finetune, ("lora", "full")),
+                      "reward.train.init": (r.train.init, ("base", "sft")),
+                      "reward.train.overlong": (r.train.overlong, ("truncate", "drop"))})
     for key in ("refuse_ook", "answer_ook", "refuse_ik", "support"):
         if r.rules[key] < 0:
             raise ConfigError(f"config key 'reward.rules.{key}' is a magnitude and must be >= 0, got {r.rules[key]}")
@@ -555,9 +562,7 @@ def _check_reward(r: DictConfig) -> None:
 
 
 def _check_sft(s: DictConfig) -> None:
-    if s.finetune not in ("lora", "full"):
-        raise ConfigError(f"config key 'sft.finetune' must be one of lora, full, got '{s.finetune}'"
-                          f"{did_you_mean(str(s.finetune), ('lora', 'full'))}")
+    _require_choices({"sft.finetune": (s.finetune, ("lora", "full"))})
     for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "sample_max_new_tokens"):
         if s[key] <= 0:
             raise ConfigError(f"config key 'sft.{key}' must be positive, got {s[key]}")
@@ -586,16 +591,8 @@ REPORT_TO = ("tensorboard", "wandb")
 
 def _check_ppo(p: DictConfig) -> None:
     """PPO settings that would otherwise fail mid-run (or silently train something else)."""
-    choices = {"ppo.algo": (p.algo, PPO_ALGOS), "ppo.start": (p.start, PPO_STARTS),
-               "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES)}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{value}'"
-                              f"{did_you_mean(str(value), allowed)}")
-    for item in p.report_to:
-        if item not in REPORT_TO:
-            raise ConfigError(f"config key 'ppo.report_to' takes {', '.join(REPORT_TO)}, got '{item}'"
-                              f"{did_you_mean(str(item), REPORT_TO)}")
+    _require_choices({"ppo.algo": (p.algo, PPO_ALGOS), "ppo.start": (p.start, PPO_STARTS),
+                      "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES), "ppo.report_to": (p.report_to, REPORT_TO)})
     for key in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
                 "save_every", "probe_every", "learning_rate", "max_grad_norm", "temperature", "cliprange",
                 "cliprange_value"):
@@ -622,6 +619,22 @@ def _check_ppo(p: DictConfig) -> None:
             raise ConfigError(f"config key 'ppo.{key}' must be >= 0, got {p[key]}")
     if p.lora.top_layers < 0:
         raise ConfigError(f"config key 'ppo.lora.top_layers' must be >= 0 (0 = every block), got {p.lora.top_layers}")
+
+
+
+def _check_eval(e: DictConfig) -> None:
+    """Evaluation values the schema's types cannot catch, checked before anything loads."""
+    _require_choices({"eval.overlap": (e.overlap, ("error", "warn")),
+                      "eval.report_formats": (e.report_formats, ("html", "md"))})
+    for key in ("batch_size", "max_new_tokens"):
+        if e[key] <= 0:
+            raise ConfigError(f"config key 'eval.{key}' must be positive, got {e[key]}")
+    for key in ("max_questions", "bootstrap", "changed_rows"):
+        if e[key] < 0:
+            raise ConfigError(f"config key 'eval.{key}' must be >= 0, got {e[key]}")
+    if not e.greedy and e.temperature <= 0:
+        raise ConfigError(f"config key 'eval.temperature' must be positive when eval.greedy is false, "
+                          f"got {e.temperature}")
 
 
 def schema_paths() -> set[str]:

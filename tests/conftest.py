@@ -102,3 +102,23 @@ def tiny_overrides(tmp_path, tiny_kb, tiny_policy) -> list[str]:
         f"model.name_or_path={tiny_policy}", f"paths.runs={tmp_path / 'runs'}", f"paths.cache={tmp_path / 'cache'}",
         "exp=t", "demo.questions=4", "demo.max_new_tokens=4",
     ]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine an oversubscribed
+    thread pool made a 60-step run take 235 s instead of 8 s. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def built_tiny_overrides(root: Path, policy: Path) -> list[str]:
+    """Overrides for an experiment on the tiny KB (files written under ``root``), half of it held out."""
+    return ["kb=jsonl", f"kb.passages={write_jsonl(root / 'passages.jsonl', TINY_PASSAGES)}",
+            f"kb.questions={write_jsonl(root / 'questions.jsonl', TINY_QUESTIONS)}",
+            f"model.name_or_path={policy}", f"paths.runs={root / 'runs'}", f"paths.cache={root / 'cache'}",
+            "exp=t", "builder.split.heldout_fraction=0.5"]

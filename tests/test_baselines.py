@@ -9,14 +9,7 @@ from halluguard.errors import HalluguardError
 from conftest import TINY_PASSAGES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine an oversubscribed
-    thread pool made a 60-step run take 235 s instead of 8 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CONF, TINY_PASSAGES, TINY_QUESTIONS, write_jsonl
+from conftest import CONF, built_tiny_overrides
 
 MODEL_FREE = "eval.models=[always_refuse,never_refuse,gate]"
 FAST = ["eval.bootstrap=30", "eval.max_new_tokens=6", "eval.batch_size=4"]
@@ -37,10 +37,7 @@ def built(tmp_path_factory, tiny_policy):
     from halluguard.stages import build
 
     root = tmp_path_factory.mktemp("eval-build")
-    overrides = ["kb=jsonl", f"kb.passages={write_jsonl(root / 'passages.jsonl', TINY_PASSAGES)}",
-                 f"kb.questions={write_jsonl(root / 'questions.jsonl', TINY_QUESTIONS)}",
-                 f"model.name_or_path={tiny_policy}", f"paths.runs={root / 'runs'}", f"paths.cache={root / 'cache'}",
-                 "exp=t", "builder.split.heldout_fraction=0.5"]
+    overrides = built_tiny_overrides(root, tiny_policy)
     build.run(compose_cfg(overrides, "build"))
     return {"runs": root / "runs", "overrides": overrides}
 

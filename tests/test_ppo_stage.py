@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import CONF, TINY_PASSAGES, TINY_QUESTIONS, write_jsonl
+from conftest import CONF, built_tiny_overrides
 
 from halluguard.artifacts import Manifest
 from halluguard.errors import HalluguardError
@@ -45,10 +45,7 @@ def built(tiny_policy, tmp_path_factory):
     from halluguard.stages import build
 
     root = tmp_path_factory.mktemp("ppo-stage")
-    overrides = ["kb=jsonl", f"kb.passages={write_jsonl(root / 'passages.jsonl', TINY_PASSAGES)}",
-                 f"kb.questions={write_jsonl(root / 'questions.jsonl', TINY_QUESTIONS)}",
-                 f"model.name_or_path={tiny_policy}", f"paths.runs={root / 'runs'}", f"paths.cache={root / 'cache'}",
-                 "exp=t", "builder.split.heldout_fraction=0.5"]
+    overrides = built_tiny_overrides(root, tiny_policy)
     build.run(compose_cfg(overrides, "build"))
     return overrides, root / "runs" / "t"
 
