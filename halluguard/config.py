@@ -433,12 +433,30 @@ class EvalConfig:
 
 @dataclass
 class DemoConfig:
-    """What ``halluguard run`` shows until the training stages exist."""
+    """The ``demo`` step of ``halluguard run`` (``run.stages=[build,demo]``): a few questions answered by the
+    untrained policy with the retrieved passages beside them."""
 
     questions: int = 6
     """Demo questions answered (half in-knowledge, half out-of-knowledge, picked by seed)."""
     max_new_tokens: int = 64
     batch_size: int = 8
+
+
+RUN_ORDER = ("build", "demo", "sft", "reward", "ppo", "eval")
+"""The order ``halluguard run`` runs its stages in, whatever order ``run.stages`` lists them in."""
+RUN_BASELINES = ("dpo", "grpo")
+
+
+@dataclass
+class RunConfig:
+    """``halluguard run`` (what ``make demo`` runs): several stages in pipeline order on one experiment."""
+
+    stages: list[str] = field(default_factory=lambda: ["build", "sft", "reward", "ppo", "eval"])
+    """Stages to run, always in the order build, demo, sft, reward, ppo, eval (the listed ones only).
+    ``demo``: a few questions answered by the untrained policy with retrieval (settings in ``demo.*``)."""
+    baselines: list[str] = field(default_factory=list)
+    """``dpo`` and/or ``grpo``: the ppo stage again with ``ppo.algo`` set to each, after ppo and before eval,
+    so the evaluation compares them with PPO."""
 
 
 @dataclass
@@ -453,6 +471,7 @@ class RootConfig:
     kb: KBConfig = field(default_factory=KBConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     builder: BuilderConfig = field(default_factory=BuilderConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     sft: SftConfig = field(default_factory=SftConfig)
@@ -523,6 +542,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'kb.chunk_overlap' must be in [0, kb.chunk_words), got {cfg.kb.chunk_overlap}")
     if cfg.retriever.nlist < 0:
         raise ConfigError(f"config key 'retriever.nlist' must be >= 0 (0 = automatic), got {cfg.retriever.nlist}")
+    _check_run(cfg.run)
     _check_reward(cfg.reward)
     _check_sft(cfg.sft)
     _check_ppo(cfg.ppo)
@@ -537,6 +557,13 @@ def _require_choices(choices: dict[str, tuple[Any, Sequence[str]]]) -> None:
             if item not in allowed:
                 raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{item}'"
                                   f"{did_you_mean(str(item), allowed)}")
+
+
+def _check_run(r: DictConfig) -> None:
+    """``halluguard run``'s stage list: known names only, checked before the first stage starts."""
+    if not r.stages and not r.baselines:
+        raise ConfigError(f"config key 'run.stages' is empty: name the stages to run, out of {', '.join(RUN_ORDER)}")
+    _require_choices({"run.stages": (r.stages, RUN_ORDER), "run.baselines": (r.baselines, RUN_BASELINES)})
 
 
 def _check_reward(r: DictConfig) -> None:

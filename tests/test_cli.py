@@ -1,21 +1,15 @@
 """The real console command, run the way a user runs it."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
+from tiny_chain import halluguard, tiny_chain  # noqa: F401 (tiny_chain: the shared `halluguard run` fixture)
 
 from halluguard import cli
 
-BIN = Path(sys.executable).parent / "halluguard"
 HEAVY = {"torch", "transformers", "sentence_transformers", "faiss", "peft", "trl", "datasets", "hydra"}
-
-
-def halluguard(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=timeout, env=env)
+CHAIN = ["build", "sft", "reward", "ppo", "dpo", "eval"]
 
 
 def test_help_imports_nothing_heavy():
@@ -63,17 +57,80 @@ def test_wrong_type_exits_nonzero_naming_the_key():
     assert res.returncode != 0 and "retriever.batch_size" in res.stderr + res.stdout
 
 
-def test_build_then_run_end_to_end(tiny_overrides, tmp_path):
-    """`halluguard run` on the tiny policy: build manifest, index, demo answers with retrieval."""
-    res = halluguard("run", *tiny_overrides)
+def test_build_then_run_end_to_end(tiny_chain):  # noqa: F811 (the fixture)
+    """`halluguard run` on the tiny policy: every stage in order, each with its manifest, then the stage times,
+    the before/after table, the report's path and the run manifest."""
+    res, exp_dir = tiny_chain["result"], tiny_chain["exp_dir"]
     assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    banners = ["== stage 1/6: build ==", "== stage 2/6: sft ==", "== stage 3/6: reward ==", "== stage 4/6: ppo ==",
+               "== stage 5/6: ppo (algo=dpo, baseline) ==", "== stage 6/6: eval =="]
+    positions = [out.index(b) for b in banners]
+    assert positions == sorted(positions)
+    assert all(f"== stage {i}/6: " in out and " done in " in out for i in range(1, 7))
+    assert sorted(p.name for p in exp_dir.iterdir()) == sorted([*CHAIN, "run"])  # no temp or work folders left
+    for stage in (*CHAIN, "run"):
+        assert (exp_dir / stage / "manifest.json").is_file(), stage
+    build = json.loads((exp_dir / "build" / "manifest.json").read_text())
+    assert build["metrics"]["passages"] == 4 and build["metrics"]["questions_by_label"] == {"ik": 2, "ook": 2}
+
+    tail = out[out.index("== halluguard run finished: 6 stages in"):]
+    assert "stage times:" in tail and all(f"\n{s}" in tail for s in ("build", "sft", "reward", "ppo", "eval", "total"))
+    assert "before/after on" in tail and "abst. recall" in tail
+    for model in ("reference", "sft", "ppo", "dpo", "gated_ppo", "always_refuse"):
+        assert f"\n{model} " in tail, model
+    report = exp_dir / "eval" / "report.html"
+    assert f"report: {report}" in tail and report.is_file()
+
+    run = json.loads((exp_dir / "run" / "manifest.json").read_text())
+    m = run["metrics"]
+    assert m["stages"] == CHAIN and list(m["stage_seconds"]) == CHAIN and m["total_seconds"] > 0
+    assert m["stage_manifests"] == {s: str(exp_dir / s / "manifest.json") for s in CHAIN}
+    assert set(run["inputs"]) == {f"{s}_manifest" for s in CHAIN} and m["report"] == str(report)
+    results = json.loads((exp_dir / "eval" / "results.json").read_text())
+    assert m["eval_key_metrics"]["ppo"] == {k: results["models"]["ppo"]["summary"]["metrics"][k]["value"]
+                                            for k in results["key_metrics"]}
+    assert {"reference", "sft", "ppo", "dpo"} <= set(m["eval_key_metrics"])
+    assert not (exp_dir / "run" / "demo_answers.jsonl").exists()  # demo is not in the default chain
+    print(f"\ntiny chain: {tiny_chain['seconds']:.1f} s wall, stages {m['stage_seconds']}")
+
+
+def test_run_demo_step_answers_with_retrieval(tiny_overrides, tmp_path):
+    """`run.stages=[build,demo]`: the untrained policy answers a few questions with the passages it saw."""
+    res = halluguard("run", *tiny_overrides, "run.stages=[demo,build]", threads=1)  # listed order does not matter
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.index("== stage 1/2: build ==") < res.stdout.index("== stage 2/2: demo ==")
     assert "retrieved 1:" in res.stdout and "[OUT-OF-KNOWLEDGE" in res.stdout and "stage times:" in res.stdout
     runs = tmp_path / "runs" / "t"
-    build = json.loads((runs / "build" / "manifest.json").read_text())
-    assert build["metrics"]["passages"] == 4 and build["metrics"]["questions_by_label"] == {"ik": 2, "ook": 2}
     answers = [json.loads(line) for line in (runs / "run" / "demo_answers.jsonl").read_text().splitlines()]
     assert len(answers) == 4 and all(len(a["evidence"]) == 3 for a in answers)
-    assert sorted(p.name for p in runs.iterdir()) == ["build", "run"]  # no temp folders left
+    m = json.loads((runs / "run" / "manifest.json").read_text())
+    assert m["metrics"]["stages"] == ["build", "demo"] and m["metrics"]["demo_questions"] == 4
+    assert "demo_answers" in m["outputs"] and m["metrics"]["eval_key_metrics"] is None
+    assert sorted(p.name for p in runs.iterdir()) == ["build", "run"]
+
+
+def test_a_bad_run_stage_fails_before_any_work(tiny_overrides, tmp_path):
+    res = halluguard("run", *tiny_overrides, "run.stages=[build,trian]")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "'run.stages' must be one of build, demo, sft, reward, ppo, eval, got 'trian'" in res.stderr
+    res = halluguard("run", *tiny_overrides, "run.baselines=[dpo,ppo]")
+    assert res.returncode == 2 and "'run.baselines' must be one of dpo, grpo, got 'ppo'" in res.stderr
+    runs = tmp_path / "runs" / "t"  # Hydra makes the experiment's folder; nothing may be in it
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_failing_stage_stops_the_chain_and_names_it(tiny_overrides, tmp_path):
+    """The reward stage fails (a reward model to reuse that is not one); build keeps its output, eval never starts."""
+    res = halluguard("run", *tiny_overrides, "run.stages=[build,reward,eval]",
+                     f"reward.reward_model={tmp_path / 'no-reward-model'}", threads=1)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "halluguard: error: stage 2/3 'reward' failed: reward.reward_model=" in res.stderr
+    assert f"the stages before it kept their outputs: {tmp_path / 'runs' / 't' / 'build'}" in res.stderr
+    assert "`halluguard run run.stages=[reward,eval]`" in res.stderr
+    assert "== stage 3/3" not in res.stdout
+    runs = tmp_path / "runs" / "t"
+    assert sorted(p.name for p in runs.iterdir()) == ["build"] and (runs / "build" / "manifest.json").is_file()
 
 
 def test_bad_knowledge_base_leaves_no_partial_output(tiny_overrides, tmp_path):
