@@ -168,8 +168,10 @@ def test_the_gate_refuses_exactly_below_its_threshold(evaluated):
 def test_comparisons_carry_mcnemar_and_the_html_holds_charts_and_changes(evaluated):
     results, folder = evaluated["results"], evaluated["folder"]
     comp = results["comparisons"]["gated_grpo"]
-    assert comp["before"] == "reference" and 0 <= comp["mcnemar"]["refused"]["p_value"] <= 1
+    assert comp["before"] == "grpo" and 0 <= comp["mcnemar"]["refused"]["p_value"] <= 1
     assert results["comparisons"]["prompt_only"]["before"] == "reference"
+    # each model against what it was made from; bounds and the reference itself are not changes
+    assert not {"reference", "always_refuse", "never_refuse"} & set(results["comparisons"])
     html = (folder / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) >= 5 and all(len(i) > 1000 for i in images)

@@ -189,9 +189,20 @@ def evaluate(cfg, specs, questions, detector) -> dict:
 
 
 def baseline_for(name: str, results: dict):
-    """Whom a model is compared with: the untrained reference for sft and prompt_only, the SFT reference
-    (or the reference when there is none) for everything else; None for the reference itself."""
-    candidates = ("reference",) if name in ("sft", "prompt_only") else ("sft", "reference")
+    """Whom a model is compared with: what it was made from. sft, prompt_only and the gate against the
+    untrained reference; a trained policy (ppo, dpo, grpo) against the SFT reference it started from (the
+    reference when there is no SFT); ``gated_<x>`` against ``<x>``. None for the reference itself and
+    for always/never-refuse, which are bounds, not changes."""
+    from halluguard.evaluation.models import GATED_PREFIX
+
+    if name in ("reference", "always_refuse", "never_refuse"):
+        return None
+    if name.startswith(GATED_PREFIX):
+        candidates = (name[len(GATED_PREFIX):],)
+    elif name in ("sft", "prompt_only", "gate"):
+        candidates = ("reference",)
+    else:
+        candidates = ("sft", "reference")
     for candidate in candidates:
         found = results.get(candidate)
         if candidate != name and found is not None and found.ok:
