@@ -362,6 +362,9 @@ class PpoConfig:
     """Prompts per rollout."""
     mini_batch_size: int = 4
     """Responses per gradient step inside an iteration; must divide ``batch_size``."""
+    balance_labels: bool = True
+    """Each rollout batch half out-of-knowledge, half in-knowledge prompts (each kind shuffled on its own):
+    batch rewards and both refusal rates then compare across steps."""
     ppo_epochs: int = 2
     learning_rate: float = 5.0e-5
     max_grad_norm: float = 1.0
@@ -625,6 +628,9 @@ def _check_ppo(p: DictConfig) -> None:
                 "cliprange_value"):
         if not p[key] > 0:
             raise ConfigError(f"config key 'ppo.{key}' must be positive, got {p[key]}")
+    if p.balance_labels and p.batch_size < 2:
+        raise ConfigError(f"config key 'ppo.batch_size' ({p.batch_size}) must be >= 2 with ppo.balance_labels=true: "
+                          "each batch holds both ik and ook prompts")
     if p.batch_size % p.mini_batch_size:
         raise ConfigError(f"config key 'ppo.mini_batch_size' ({p.mini_batch_size}) must divide ppo.batch_size "
                           f"({p.batch_size}): each PPO epoch splits the rollout into equal minibatches")

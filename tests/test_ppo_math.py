@@ -21,6 +21,7 @@ from halluguard.ppo.losses import (
     entropy_from_logits,
 )
 from halluguard.ppo.masked import masked_mean, masked_whiten
+from halluguard.errors import HalluguardError
 from halluguard.ppo.prompts import PromptSet
 from halluguard.ppo.rollout import Rollout, left_pad, mask_through_first_eos
 
@@ -218,9 +219,36 @@ def test_step_batches_are_a_function_of_seed_and_step_and_cover_every_prompt_eac
     assert not set(a) & set(b)
 
 
+def test_balanced_batches_hold_both_kinds_and_cover_each_kind_every_epoch():
+    prompts = _prompt_set(["ik"] * 6 + ["ook"] * 3 + ["ik"] * 2)  # 8 ik, 3 ook
+    labels = [prompts.meta[i]["label"] for i in prompts.step_indices(1, 0, 4, balance=True)]
+    assert labels == ["ik", "ook", "ik", "ook"]
+    ook = [i for step in range(3) for i in prompts.step_indices(1, step, 2, balance=True) if i in (6, 7, 8)]
+    assert sorted(ook) == [6, 7, 8]  # the smaller kind is walked through once in 3 steps of 1
+    ik = [i for step in range(8) for i in prompts.step_indices(1, step, 2, balance=True) if i not in (6, 7, 8)]
+    assert sorted(ik) == [0, 1, 2, 3, 4, 5, 9, 10]
+    assert prompts.step_indices(1, 5, 4, balance=True) == prompts.step_indices(1, 5, 4, balance=True)
+    odd = [prompts.meta[i]["label"] for i in prompts.step_indices(1, 0, 3, balance=True)]
+    assert sorted(odd) == ["ik", "ik", "ook"]
+    a, b = (prompts.step_indices(1, 2, 2, rank=r, world=2, balance=True) for r in (0, 1))
+    assert not set(a) & set(b)
+
+
+def test_balanced_batches_without_one_kind_are_an_error_that_says_what_to_set():
+    with pytest.raises(HalluguardError, match="no ook prompt.*ppo.balance_labels=false"):
+        _prompt_set(["ik"] * 4).step_indices(0, 0, 2, balance=True)
+
+
 def test_probe_prompts_alternate_out_of_and_in_knowledge():
     prompts = _prompt_set(["ik"] * 6 + ["ook"] * 3)
     probes = prompts.probe_indices(4, seed=0)
     assert [prompts.meta[i]["label"] for i in probes] == ["ook", "ik", "ook", "ik"]
     assert probes == prompts.probe_indices(4, seed=0)
     assert len(prompts.probe_indices(20, seed=0)) == 9
+
+
+def test_moving_average_trails_and_skips_missing_values():
+    from halluguard.ppo.plots import moving_average
+
+    assert moving_average([1.0, 3.0, None, 5.0], window=2) == [1.0, 2.0, None, 4.0]
+    assert moving_average([None, None]) == [None, None]

@@ -1,10 +1,24 @@
-"""Reward and KL curves of a run on one figure (what a person checks first: did reward rise while KL
-stayed inside the budget?)."""
+"""Reward, KL and refusal-rate curves of a run on one figure (what a person checks first: did reward
+rise while KL stayed inside the budget, and did OOK refusal rise without IK refusal rising with it?).
+
+Rollout batches are small, so each per-step series gets a trailing moving average beside it: the trend
+is what to read, not the step-to-step swing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def moving_average(values: Sequence[float | None], window: int = 5) -> list[float | None]:
+    """Trailing mean over the last ``window`` steps that have a value (None where none has yet)."""
+    out, seen = [], []
+    for v in values:
+        if v is not None:
+            seen.append(v)
+        recent = seen[-window:]
+        out.append(sum(recent) / len(recent) if recent and v is not None else None)
+    return out
 
 
 def plot_curves(rows: Sequence[dict], png: Path, budget: float | None = None,
@@ -15,9 +29,12 @@ def plot_curves(rows: Sequence[dict], png: Path, budget: float | None = None,
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows]
-    fig, (ax_r, ax_k) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_r, ax_k, ax_f) = plt.subplots(1, 3, figsize=(16, 4))
+    window = 5
     for key, style in (("reward", "-o"), ("score", "--")):
-        ax_r.plot(steps, [r.get(key) for r in rows], style, label=key, markersize=3)
+        ax_r.plot(steps, [r.get(key) for r in rows], style, label=key, markersize=3, alpha=0.5)
+    ax_r.plot(steps, moving_average([r.get("reward") for r in rows], window), "-", color="black", linewidth=2,
+              label=f"reward, mean of last {window}")
     ax_r.set_xlabel("step (updates done)")
     ax_r.set_ylabel("mean per response")
     ax_r.set_title("reward (score - beta * KL) and score")
@@ -31,7 +48,17 @@ def plot_curves(rows: Sequence[dict], png: Path, budget: float | None = None,
     beta_ax = ax_k.twinx()
     beta_ax.plot(steps, [r.get("beta") for r in rows], color="grey", alpha=0.5, label="beta")
     beta_ax.set_ylabel("beta", color="grey")
-    for ax in (ax_r, ax_k):
+    for key, color, name in (("refusal_rate_ook", "tab:green", "OOK prompts (should rise)"),
+                             ("refusal_rate_ik", "tab:red", "IK prompts (should not rise)")):
+        values = [r.get(key) for r in rows]
+        ax_f.plot(steps, values, "o", color=color, markersize=3, alpha=0.4)
+        ax_f.plot(steps, moving_average(values, window), "-", color=color, linewidth=2,
+                  label=f"{name}, mean of last {window}")
+    ax_f.set_ylim(-0.05, 1.05)
+    ax_f.set_xlabel("step (updates done)")
+    ax_f.set_ylabel("share of the batch's responses refused")
+    ax_f.set_title("refusal rate in the rollout batch")
+    for ax in (ax_r, ax_k, ax_f):
         if chosen_step is not None:
             ax.axvline(chosen_step, color="green", alpha=0.4, label=f"result: step {chosen_step}")
         ax.grid(alpha=0.3)

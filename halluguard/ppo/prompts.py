@@ -31,15 +31,31 @@ class PromptSet:
     def labels(self) -> list[str]:
         return [m.get("label", "") for m in self.meta]
 
-    def step_indices(self, seed: int, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[int]:
-        """The prompts of ``step`` on process ``rank``: consecutive slices of per-epoch shuffles."""
-        n = len(self)
-        first = step * batch_size * world + rank * batch_size
-        out = []
-        for pos in range(first, first + batch_size):
-            epoch, i = divmod(pos, n)
-            out.append(int(_permutation(seed, epoch, n)[i]))
-        return out
+    def step_indices(self, seed: int, step: int, batch_size: int, rank: int = 0, world: int = 1,
+                     balance: bool = False) -> list[int]:
+        """The prompts of ``step`` on process ``rank``: consecutive slices of per-epoch shuffles.
+
+        ``balance``: half the batch from the out-of-knowledge prompts and half from the in-knowledge ones,
+        each label with its own shuffle, interleaved. A batch then always holds both kinds, so its mean
+        reward and its two refusal rates compare from step to step (unbalanced 8-prompt batches swung
+        between 1 and 7 OOK prompts, and the batch reward with them)."""
+        if not balance:
+            return _slice(list(range(len(self))), seed, 0, step, batch_size, rank, world)
+        pools = self.label_pools()
+        n_ook = batch_size // 2
+        ook = _slice(pools["ook"], seed, 1, step, n_ook, rank, world)
+        ik = _slice(pools["ik"], seed, 2, step, batch_size - n_ook, rank, world)
+        out = [i for pair in zip(ik, ook) for i in pair]
+        return out + ik[len(ook):]
+
+    def label_pools(self) -> dict[str, list[int]]:
+        """Prompt positions per label; an error when ``balance`` cannot draw both kinds."""
+        pools = {label: [i for i, m in enumerate(self.meta) if m.get("label") == label] for label in ("ook", "ik")}
+        empty = [label for label, idx in pools.items() if not idx]
+        if empty:
+            raise HalluguardError(f"ppo.balance_labels=true needs both ik and ook prompts, but the prompt set has "
+                                  f"no {' or '.join(empty)} prompt ({len(self)} prompts); set ppo.balance_labels=false")
+        return pools
 
     def probe_indices(self, count: int, seed: int) -> list[int]:
         """``count`` fixed prompts picked by ``seed``, alternating out-of-knowledge and in-knowledge."""
@@ -55,9 +71,21 @@ class PromptSet:
         return out
 
 
-@lru_cache(maxsize=8)
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
+def _slice(pool: list[int], seed: int, stream: int, step: int, count: int, rank: int, world: int) -> list[int]:
+    """``count`` positions of ``pool`` for ``(step, rank)``, walking epoch-wise shuffles of it in order."""
+    n = len(pool)
+    first = step * count * world + rank * count
+    out = []
+    for pos in range(first, first + count):
+        epoch, i = divmod(pos, n)
+        out.append(pool[int(_permutation(seed, stream, epoch, n)[i])])
+    return out
+
+
+@lru_cache(maxsize=16)
+def _permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
+    # stream 0 (the whole set) keeps the seed sequence of runs made before balancing existed
+    return np.random.default_rng([seed, epoch] if stream == 0 else [seed, stream, epoch]).permutation(n)
 
 
 def build_prompt_set(messages: Sequence[list[dict]], meta: Sequence[dict], tokenizer, max_prompt_length: int,

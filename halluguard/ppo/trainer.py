@@ -328,7 +328,8 @@ class PpoTrainer:
         s = self.settings
         acc = self.accelerator
         torch.manual_seed(step_seed(self.seed, step, acc.process_index))
-        indices = self.prompts.step_indices(self.seed, step, int(s.batch_size), acc.process_index, acc.num_processes)
+        indices = self.prompts.step_indices(self.seed, step, int(s.batch_size), acc.process_index, acc.num_processes,
+                                            balance=bool(s.get("balance_labels", False)))
         timings: dict[str, float] = {}
         model = self.unwrapped
         with _timer(timings, "generate"):

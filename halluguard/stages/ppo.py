@@ -127,6 +127,8 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     prompts = build_prompt_set([r["prompt"] for r in rows], meta, tokenizer, int(p.max_prompt_length),
                                int(p.max_new_tokens), window, [r.get("case_id") for r in rows],
                                [r.get("question") for r in rows])
+    if p.balance_labels:
+        prompts.label_pools()  # both kinds present, or a clear error before the policy loads
     log.info("PPO on %d prompts from %s (start=%s, scorer=%s)", len(prompts), source, p.start, cfg.reward.scorer)
 
     policy, tokenizer = load_start_policy(source, cfg.model, p.lora, seed=int(cfg.seed),
