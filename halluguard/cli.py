@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import time
 from typing import Optional, Sequence
@@ -34,6 +35,9 @@ examples:
   halluguard build exp=mine retriever=minilm_ivf
   halluguard build -m seed=0,1                 Hydra multirun
   halluguard build --help                      config groups and Hydra's own flags
+  halluguard ask "Is roaming free?" exp=demo   retrieval, probe verdict, untrained and trained answers
+  halluguard ask exp=demo                      the same for questions typed one by one (stdin)
+  halluguard export exp=demo                   runs/demo/export/<policy>/: a standalone HF model folder
 
 Outputs go to runs/<exp>/<stage>/ with a manifest.json. See README.md.
 """
@@ -58,11 +62,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from halluguard.config import check_overrides
 
+        if stage == "ask":
+            rest = question_override(rest)
         check_overrides(rest, GROUPS)
     except HalluguardError as exc:
         _error(str(exc))
         return 2
     return _run_hydra(stage, rest)
+
+
+_OVERRIDE_KEY = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.@/-]*$")
+
+
+def question_override(args: Sequence[str]) -> list[str]:
+    """``halluguard ask "free text" [overrides]``: the one argument that is neither a Hydra flag (or a flag's
+    value) nor a ``key=value`` override is the question, passed on as ``ask.question=<quoted>`` in its place.
+    A question containing ``=`` after a key-like word must be given as ``ask.question=...``."""
+    args = list(args)
+    free = [i for i in _positional_indexes(args) if not _is_override(args[i])]
+    if not free:
+        return args
+    if len(free) > 1:
+        words = " ".join(args[i] for i in free)
+        raise HalluguardError(f"halluguard ask takes one question, as one argument: quote it, e.g. "
+                              f"halluguard ask \"{words}\" (these arguments are not key=value overrides: "
+                              f"{', '.join(repr(args[i]) for i in free)})")
+    i = free[0]
+    return [*args[:i], f"ask.question={hydra_quote(args[i])}", *args[i + 1:]]
+
+
+def _is_override(arg: str) -> bool:
+    """``key=value``, ``+key=value``, ``~key``: a key-like word before any ``=``."""
+    key = arg.split("=", 1)[0]
+    return ("=" in arg or arg.startswith("~")) and bool(_OVERRIDE_KEY.match(key))
+
+
+def hydra_quote(text: str) -> str:
+    r"""``text`` as one single-quoted Hydra override value that Hydra and OmegaConf give back unchanged.
+
+    Hydra's quoted strings: a quote is escaped with a backslash, and backslashes are literal except
+    a run of them right before a quote or at the end, which must be doubled. OmegaConf would resolve
+    ``${...}`` inside the value, so ``${`` is escaped as ``\${``. Commas, colons, brackets, ``=`` and
+    double quotes need nothing inside single quotes.
+    """
+    text = text.replace("${", "\\${")
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
+    return f"'{text}'"
 
 
 def _run_hydra(stage: str, overrides: list[str]) -> int:
@@ -102,22 +148,27 @@ _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searc
 
 def split_hydra_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separate Hydra's own flags (with their values) from ``key=value`` overrides."""
-    flags: list[str] = []
-    plain: list[str] = []
+    positional = set(_positional_indexes(args))
+    flags = [a for i, a in enumerate(args) if i not in positional]
+    plain = [a for i, a in enumerate(args) if i in positional]
+    return flags, plain
+
+
+def _positional_indexes(args: Sequence[str]) -> list[int]:
+    """Indexes of the arguments that are not Hydra flags or a flag's value."""
+    out: list[int] = []
     i = 0
     while i < len(args):
         arg = args[i]
         if arg.startswith("-"):
-            flags.append(arg)
             takes_value = arg in _VALUE_FLAGS or (arg in ("--info", "-i") and i + 1 < len(args)
                                                   and args[i + 1] in _INFO_CHOICES)
             if takes_value and i + 1 < len(args):
-                flags.append(args[i + 1])
                 i += 1
         else:
-            plain.append(arg)
+            out.append(i)
         i += 1
-    return flags, plain
+    return out
 
 
 def run_stage(stage: str, cfg) -> int:
@@ -134,7 +185,8 @@ def run_stage(stage: str, cfg) -> int:
         module = importlib.import_module(STAGES[stage])  # type: ignore[arg-type]
         start = time.perf_counter()
         manifest = module.run(cfg)
-        log.info("%s finished in %.1f s -> %s", stage, time.perf_counter() - start, manifest.path.parent)
+        if manifest is not None:  # ``ask`` writes nothing
+            log.info("%s finished in %.1f s -> %s", stage, time.perf_counter() - start, manifest.path.parent)
     except HalluguardError as exc:
         _error(str(exc))
         return 2

@@ -314,7 +314,7 @@ class KLConfig:
     """Target mean KL per response (nats, summed over its tokens) for the adaptive controller."""
     horizon: int = 1000
     """Controller horizon in samples (Ziegler et al.: ``beta *= 1 + clip(kl/target - 1, ±0.2) * n/horizon``)."""
-    budget: float = 3.0
+    budget: float = 1.0
     """Stop when the batch mean KL per response passes this; the last checkpoint within budget is the result."""
     penalty: str = "k1"
     """Estimator in the per-token penalty: ``k1`` (log-ratio; its policy gradient is the KL's) or ``k3`` (never
@@ -330,7 +330,7 @@ class DpoSettings:
     epochs: float = 1.0
     max_steps: int = 30
     batch_size: int = 8
-    learning_rate: float = 5.0e-5
+    learning_rate: float = 2.0e-4
     max_length: int = 512
 
 
@@ -356,17 +356,17 @@ class PpoConfig:
     """``sft``: start from (and hold KL to) the ``sft`` stage's model; ``base``: from ``model.name_or_path``
     (RL from the untrained model: the measured trap, kept for comparisons)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
-    steps: int = 30
+    steps: int = 20
     """PPO iterations (one rollout batch each)."""
-    batch_size: int = 8
+    batch_size: int = 16
     """Prompts per rollout."""
-    mini_batch_size: int = 4
+    mini_batch_size: int = 8
     """Responses per gradient step inside an iteration; must divide ``batch_size``."""
     balance_labels: bool = True
     """Each rollout batch half out-of-knowledge, half in-knowledge prompts (each kind shuffled on its own):
     batch rewards and both refusal rates then compare across steps."""
     ppo_epochs: int = 2
-    learning_rate: float = 5.0e-5
+    learning_rate: float = 3.0e-4
     max_grad_norm: float = 1.0
     max_new_tokens: int = 48
     temperature: float = 1.0
@@ -379,7 +379,7 @@ class PpoConfig:
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
     kl: KLConfig = field(default_factory=KLConfig)
-    save_every: int = 5
+    save_every: int = 2
     """Checkpoint (PEFT adapter + value head + optimiser + controller) every N steps."""
     probe_every: int = 5
     """Log completions of the fixed probe prompts every N steps."""
@@ -445,6 +445,36 @@ class DemoConfig:
     batch_size: int = 8
 
 
+TRAINED_POLICY_CHOICES = ("auto", "sft", "ppo", "dpo", "grpo")
+"""What ``export.policy`` and ``ask.policy`` accept: ``auto`` is ppo when its stage output exists, else sft."""
+
+
+@dataclass
+class ExportConfig:
+    """``halluguard export``: the trained policy merged into one standalone Hugging Face model folder,
+    ``<paths.runs>/<exp>/export/<policy>/`` (loads with plain ``AutoModelForCausalLM.from_pretrained``)."""
+
+    policy: str = "auto"
+    """``auto`` (ppo when ``runs/<exp>/ppo`` exists, else sft), ``sft``, ``ppo``, ``dpo`` or ``grpo``."""
+
+
+@dataclass
+class AskConfig:
+    """``halluguard ask``: one question (or a stdin loop) answered by the reference and the trained policy,
+    with the retrieved passages, the knowledge probe's verdict and the refusal detector's."""
+
+    question: Optional[str] = None
+    """The question; null reads questions from stdin (``question> ``; an empty line or EOF ends).
+    ``halluguard ask "free text" [overrides]`` fills it in, quoted for Hydra."""
+    policy: str = "auto"
+    """The trained policy shown beside the reference: ``auto`` (ppo, else sft, else the reference alone),
+    ``sft``, ``ppo``, ``dpo`` or ``grpo`` (an explicit one that is missing is an error)."""
+    max_new_tokens: int = 96
+    """Greedy decoding, at most this many new tokens per answer."""
+    passage_chars: int = 200
+    """Characters of each retrieved passage printed."""
+
+
 RUN_ORDER = ("build", "demo", "sft", "reward", "ppo", "eval")
 """The order ``halluguard run`` runs its stages in, whatever order ``run.stages`` lists them in."""
 RUN_BASELINES = ("dpo", "grpo")
@@ -480,6 +510,8 @@ class RootConfig:
     sft: SftConfig = field(default_factory=SftConfig)
     ppo: PpoConfig = field(default_factory=PpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    ask: AskConfig = field(default_factory=AskConfig)
 
 
 def _schema_fields(cls: type) -> dict[str, Any]:
@@ -550,6 +582,7 @@ def _check_values(cfg: DictConfig) -> None:
     _check_sft(cfg.sft)
     _check_ppo(cfg.ppo)
     _check_eval(cfg.eval)
+    _check_use(cfg)
 
 
 def _require_choices(choices: dict[str, tuple[Any, Sequence[str]]]) -> None:
@@ -668,6 +701,16 @@ def _check_eval(e: DictConfig) -> None:
     if not e.greedy and e.temperature <= 0:
         raise ConfigError(f"config key 'eval.temperature' must be positive when eval.greedy is false, "
                           f"got {e.temperature}")
+
+
+def _check_use(cfg: DictConfig) -> None:
+    """``halluguard export`` and ``halluguard ask``: which trained policy, and the answer length."""
+    _require_choices({"export.policy": (cfg.export.policy, TRAINED_POLICY_CHOICES),
+                      "ask.policy": (cfg.ask.policy, TRAINED_POLICY_CHOICES)})
+    if cfg.ask.max_new_tokens <= 0:
+        raise ConfigError(f"config key 'ask.max_new_tokens' must be positive, got {cfg.ask.max_new_tokens}")
+    if cfg.ask.passage_chars < 0:
+        raise ConfigError(f"config key 'ask.passage_chars' must be >= 0, got {cfg.ask.passage_chars}")
 
 
 def schema_paths() -> set[str]:

@@ -36,7 +36,7 @@ def test_every_stage_is_registered_with_a_run_function():
 
     from halluguard.stages import DESCRIPTIONS, STAGES
 
-    assert set(STAGES) == {"build", "sft", "reward", "ppo", "eval", "run"} == set(DESCRIPTIONS)
+    assert set(STAGES) == {"build", "sft", "reward", "ppo", "eval", "run", "export", "ask"} == set(DESCRIPTIONS)
     for name, module in STAGES.items():
         assert module is not None, name
         assert callable(importlib.import_module(module).run), name

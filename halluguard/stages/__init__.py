@@ -1,4 +1,5 @@
-"""Stage registry: subcommand -> module with ``run(cfg) -> Manifest``.
+"""Stage registry: subcommand -> module with ``run(cfg) -> Manifest`` (``None`` for a stage that writes
+nothing, like ``ask``).
 
 Stages that are not built yet map to ``None``; the CLI answers them with a clear error.
 """
@@ -12,6 +13,8 @@ STAGES: dict[str, str | None] = {
     "ppo": "halluguard.stages.ppo",
     "eval": "halluguard.stages.eval",
     "run": "halluguard.stages.run",
+    "export": "halluguard.stages.export",
+    "ask": "halluguard.stages.ask",
 }
 
 DESCRIPTIONS = {
@@ -21,4 +24,6 @@ DESCRIPTIONS = {
     "ppo": "PPO with a KL penalty to the SFT reference",
     "eval": "abstention metrics on held-out questions, before and after",
     "run": "every stage in order on one experiment (what `make demo` runs)",
+    "export": "the trained policy merged into a standalone Hugging Face model folder",
+    "ask": "one question: retrieval, probe verdict, reference and trained answers",
 }
