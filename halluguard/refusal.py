@@ -260,8 +260,9 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"\b(?:isn't|is not) something the\b[^.?!]{0,40}?\b" + _SRC + r"\b", 4.0),
     (r"\bi(?:'m| am) (?:not (?:\w+ )?(?:sure|certain)|unsure|uncertain)\b", 2.0),
     # the sources do not hold it
+    # 80 characters after the source: the policy names its passages ("the passages on X and Y don't answer ...")
     (r"\b(?:the|these|those|this|my|provided|given|supplied|retrieved|available|our)\b[^.?!]{0,40}?\b" + _SRC +
-     r"\b[^.?!]{0,40}?\b(?:do(?:es)?|did|is|are|was|were|have|has)?\s*" + _NEG +
+     r"\b[^.?!]{0,80}?\b(?:do(?:es)?|did|is|are|was|were|have|has)?\s*" + _NEG +
      r"\s*(?:\w+ )?(?:mention|say|state|contain|include|cover|specify|provide|give|address|answer|tell|discuss|list|"
      r"describe|explain|refer|talk|indicate|show|hold|touch|deal|go into|clarify|appear|have (?:any|anything|"
      r"the|that|this|an?|information|details?|data|an answer)\b)", 4.5),

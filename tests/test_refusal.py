@@ -209,3 +209,16 @@ def test_skipping_decided_responses_keeps_every_verdict(encoder):
     full = RefusalDetector(encoder=encoder).is_refusal(texts)
     fast = RefusalDetector(encoder=encoder, skip_decided=True).is_refusal(texts)
     assert (full == fast).all()
+
+
+def test_a_refusal_that_names_its_passages_at_length_is_a_refusal():
+    """Seen in PPO's held-out answers on the demo: the source is named with its section titles, which put the
+    negation more than 40 characters after "passages"; the same opening with a statement stays an answer."""
+    from halluguard.refusal import pattern_logit
+
+    refusal = ("The passages on Marketing messages and Cooling-off period for remote purchases don't answer the "
+               "question of when the holiday suspension of marketing messages ends.")
+    answer = ("The passages on Call and text records say that text message metadata, such as the numbers involved, "
+              "is kept for 24 months and then deleted.")
+    assert pattern_logit(lead_of(refusal)) > 0
+    assert pattern_logit(lead_of(answer)) <= 0
