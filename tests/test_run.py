@@ -1,10 +1,12 @@
 """``halluguard run``'s plan: which stage calls, in which order, with which config (no stage runs here;
 the chain itself runs in ``test_cli.py``)."""
 
+import re
+
 import pytest
 
 from halluguard.errors import ConfigError
-from halluguard.stages.run import before_after_table, plan, step_config
+from halluguard.stages.run import plan, step_config
 
 
 def names(cfg):
@@ -46,18 +48,22 @@ def test_a_baseline_runs_the_ppo_stage_on_a_copy_with_its_algo(compose):
     ("run.stages=[]", "'run.stages' is empty"),
 ])
 def test_bad_stage_names_are_config_errors(compose, override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         compose([override], stage="run")
 
 
 def test_the_before_after_table_lists_models_that_ran_and_names_the_others():
-    results = {"key_metrics": ["abstention_recall", "exact_match"], "models": {
-        "reference": {"status": "ok", "summary": {"metrics": {"abstention_recall": {"value": 0.1},
-                                                              "exact_match": {"value": None}}}},
-        "ppo": {"status": "ok", "summary": {"metrics": {"abstention_recall": {"value": 0.75},
-                                                        "exact_match": {"value": 0.5}}}},
-        "dpo": {"status": "unavailable", "reason": "no dpo policy", "summary": None}}}
-    lines = before_after_table(results).splitlines()
-    assert lines[0].split() == ["model", "abst.", "recall", "IK", "EM"]
-    assert lines[1].split() == ["reference", "0.100", "n/a"] and lines[2].split() == ["ppo", "0.750", "0.500"]
-    assert lines[3] == "not evaluated: dpo (unavailable)"
+    """run prints the eval stage's console table: one row per model that ran, the reason for one that did not."""
+    from halluguard.evaluation.report import KEY_METRICS, format_console_table
+
+    def ran(values):
+        return {"status": "ok", "summary": {"metrics": {k: {"value": v} for k, v in zip(KEY_METRICS, values)}}}
+
+    results = {"models": {"reference": ran([0.1, None, 0.5, 0.2, 0.0, 0.9]),
+                          "ppo": ran([0.75, 0.1, 0.8, 0.7, 0.5, 0.25]),
+                          "dpo": {"status": "unavailable", "reason": "no dpo policy", "summary": None}}}
+    lines = format_console_table(results).splitlines()
+    assert lines[0].split()[:3] == ["model", "abst.", "recall"] and "IK EM" in lines[0]
+    assert lines[1].split() == ["reference", "0.100", "n/a", "0.500", "0.200", "0.000", "0.900"]
+    assert lines[2].split() == ["ppo", "0.750", "0.100", "0.800", "0.700", "0.500", "0.250"]
+    assert lines[3].split() == ["dpo", "unavailable:", "no", "dpo", "policy"]

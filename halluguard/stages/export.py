@@ -32,7 +32,8 @@ ALGO_NAMES = {"ppo": "PPO", "dpo": "DPO (TRL DPOTrainer baseline)", "grpo": "GRP
 
 
 def run(cfg: DictConfig) -> Manifest:
-    from halluguard.trained import lineage, load_quietly, pick_policy, policy_source
+    from halluguard.stages.eval import key_metrics
+    from halluguard.trained import eval_results, lineage, load_quietly, pick_policy, policy_source
 
     start = time.perf_counter()
     name, why = pick_policy(cfg, cfg.export.policy, "export.policy")
@@ -51,7 +52,7 @@ def run(cfg: DictConfig) -> Manifest:
     final = stage_dir(cfg, "export") / name
     manifest = Manifest(stage="export", exp=cfg.exp, config=to_plain(cfg))
     manifest.add_input(f"{name}_manifest", Path(info.stage_manifest))
-    results, results_path, eval_created = _eval(cfg)
+    results, results_path, eval_created = eval_results(cfg)
     with atomic_dir(final) as out:
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
@@ -63,7 +64,7 @@ def run(cfg: DictConfig) -> Manifest:
         manifest.metrics = {"policy": name, "choice": why, "lineage": info.to_dict(),
                             "parameters": sum(p.numel() for p in model.parameters()),
                             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-                            "eval_metrics": _policy_metrics(results, name)}
+                            "eval_metrics": key_metrics(results).get(name) if results else None}
         manifest.duration_s = round(time.perf_counter() - start, 3)
         manifest.write(out)
         _readable(out)
@@ -72,12 +73,6 @@ def run(cfg: DictConfig) -> Manifest:
     print(f"export: {name} written to {final} ({size:.1f} MiB of safetensors, {info.chain}); load it with "
           f"AutoModelForCausalLM.from_pretrained({str(final)!r})")
     return manifest
-
-
-def _eval(cfg):
-    from halluguard.trained import eval_results
-
-    return eval_results(cfg)
 
 
 def _check_folder(out: Path) -> None:
@@ -97,16 +92,6 @@ def _readable(out: Path) -> None:
     for path in out.iterdir():
         if path.is_file():
             os.chmod(path, 0o666 & ~umask)
-
-
-def _policy_metrics(results: dict | None, name: str) -> dict | None:
-    if not results:
-        return None
-    model = (results.get("models") or {}).get(name) or {}
-    if model.get("status") != "ok" or not model.get("summary"):
-        return None
-    metrics = model["summary"]["metrics"]
-    return {k: metrics[k]["value"] for k in results.get("key_metrics") or [] if k in metrics}
 
 
 # ---------------------------------------------------------------- the model card
@@ -136,10 +121,8 @@ def _eval_section(cfg, name: str, results: dict | None, results_path: Path, eval
     if older(eval_created, info.stage_created):
         lines += [f"**Stale:** this evaluation ran before the `{name}` stage last wrote its output "
                   f"({info.stage_created}); re-run `halluguard eval exp={cfg.exp}` for this exact policy.", ""]
-    try:
-        from halluguard.evaluation.report import KEY_LABELS
-    except ImportError:  # pragma: no cover
-        KEY_LABELS = {}
+    from halluguard.evaluation.report import KEY_LABELS
+
     keys = list(results.get("key_metrics") or [])
     compare = [m for m in dict.fromkeys(["reference", "sft", name]) if (models.get(m) or {}).get("status") == "ok"
                and (models.get(m) or {}).get("summary")]

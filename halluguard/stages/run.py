@@ -188,13 +188,6 @@ def _report_path(eval_manifest: Manifest | None) -> Path | None:
     return None
 
 
-def key_metrics(results: dict) -> dict[str, dict]:
-    """Model -> {key metric: value} for the models that ran (the metrics ``results.json`` lists as key)."""
-    keys = list(results.get("key_metrics") or [])
-    return {name: {k: model["summary"]["metrics"][k]["value"] for k in keys if k in model["summary"]["metrics"]}
-            for name, model in results["models"].items() if model["status"] == "ok" and model.get("summary")}
-
-
 def _write_manifest(cfg: DictConfig, steps: list[Step], timings: dict, total: float, manifests: dict[str, Manifest],
                     results: dict | None, report: Path | None, demo_records) -> Manifest:
     manifest = Manifest(stage="run", exp=cfg.exp, config=to_plain(cfg))
@@ -207,7 +200,8 @@ def _write_manifest(cfg: DictConfig, steps: list[Step], timings: dict, total: fl
         "stage_manifests": {name: str(m.path) for name, m in manifests.items()},
         "report": None if report is None else str(report),
         "eval_questions": None if results is None else results["data"]["n_questions"],
-        "eval_key_metrics": None if results is None else key_metrics(results),
+        # the eval stage's own manifest metrics: key metrics per model, or why a model did not run
+        "eval_key_metrics": manifests["eval"].metrics if "eval" in manifests else None,
     }
     if demo_records is not None:
         manifest.metrics["demo_questions"] = len(demo_records)
@@ -224,12 +218,6 @@ def _write_manifest(cfg: DictConfig, steps: list[Step], timings: dict, total: fl
 
 # ---------------------------------------------------------------- what is printed at the end
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """Left-aligned first column, right-aligned others."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -237,22 +225,10 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
                      for row in [header, *rows])
 
 
-def before_after_table(results: dict) -> str:
-    """Rows = models that ran, columns = the key metrics: the compact before/after view of ``results.json``."""
-    from halluguard.evaluation.report import KEY_LABELS
-
-    keys = list(results.get("key_metrics") or [])
-    values = key_metrics(results)
-    rows = [[name, *(_fmt(metrics.get(k)) for k in keys)] for name, metrics in values.items()]
-    table = format_table(["model", *(KEY_LABELS.get(k, k) for k in keys)], rows)
-    missing = [f"{name} ({model['status']})" for name, model in results["models"].items() if name not in values]
-    if missing:
-        table += "\nnot evaluated: " + ", ".join(missing)
-    return table
-
-
 def print_summary(steps: list[Step], timings: dict, total: float, results: dict | None,
                   report: Path | None, manifest_path: Path) -> None:
+    from halluguard.evaluation.report import format_console_table
+
     print(f"\n== halluguard run finished: {len(steps)} stage{'s' if len(steps) != 1 else ''} in {total:.1f} s ==")
     print("stage times:")
     print(format_table(["stage", "seconds"], [[s.label, f"{timings[s.name]:.1f}"] for s in steps]
@@ -261,7 +237,7 @@ def print_summary(steps: list[Step], timings: dict, total: float, results: dict 
         data = results["data"]
         print(f"\nbefore/after on {data['n_questions']} held-out questions ({data['by_label'].get('ik', 0)} ik, "
               f"{data['by_label'].get('ook', 0)} ook); abstention = refusing an out-of-knowledge question:")
-        print(before_after_table(results))
+        print(format_console_table(results))
     if report is not None:
         print(f"\nreport: {report}")
     print(f"run manifest: {manifest_path}")
