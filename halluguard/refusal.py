@@ -37,21 +37,39 @@ How a response is scored
 An empty (or whitespace-only) response is neither an answer nor a refusal: its score is exactly
 0.5 and ``is_refusal`` returns ``False`` for it whatever the threshold.
 
+Languages
+---------
+English (``en``) and Simplified Chinese (``zh``) have their own patterns, filler words, lead rules
+and prototypes; the Chinese ones live in :mod:`halluguard.refusal_zh`. ``language="auto"`` (the
+default) judges each response with the language :func:`halluguard.language.detect_language` finds
+in it (the share of CJK ideographs, so "资料里没有提到eSIM。" is Chinese), which leaves every English
+verdict and score exactly as they were before Chinese existed; ``"en"`` or ``"zh"`` forces one
+language for all responses. The lead cache is keyed by (language, lead). By default Chinese
+responses get no prototype term, because the embedded English encoder does not help there (figures
+at ``PROTOTYPE_LANGUAGES``): they are scored by their patterns and the patterns-only prior, with or
+without an encoder. Chinese leads differ from
+English ones in two ways that Chinese punctuation forces (clauses joined by commas): the lead is cut
+before a caveat clause (但/不过/至于/其他/具体...) that follows a plain statement, and the first clause
+with decisive evidence decides; see :mod:`halluguard.refusal_zh`.
+
 The detector is measured on ``halluguard/data/refusal_eval/en.jsonl`` (tuning set) and
-``en_heldout.jsonl`` (written after tuning); see ``tests/test_refusal.py``. Re-measure it on the
-outputs of a trained policy whenever the policy changes: a policy invents phrasings.
+``en_heldout.jsonl`` (written after tuning), see ``tests/test_refusal.py``, and on ``zh.jsonl``,
+see ``tests/test_refusal_zh.py``. Re-measure it on the outputs of a trained policy whenever the
+policy changes: a policy invents phrasings.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from halluguard import refusal_zh
 from halluguard.errors import HalluguardError, did_you_mean
+from halluguard.language import SUPPORTED_LANGUAGES, detect_language
 
-SUPPORTED_LANGUAGES = ("en",)
+LANGUAGE_SETTINGS = SUPPORTED_LANGUAGES + ("auto",)
 
 # ---------------------------------------------------------------- prototypes
 # Written for halluguard. The labelled evaluation sets must not share sentences with these
@@ -432,17 +450,45 @@ PATTERNS_ONLY_PRIOR = -2.0
 _MAX_LEAD_CHARS = 320
 _SHORT_LEAD_WORDS = 4
 
+# Prototype sentences per language: (abstention, answer).
+PROTOTYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "en": (ABSTENTION_PROTOTYPES, ANSWER_PROTOTYPES),
+    "zh": (refusal_zh.ABSTENTION_PROTOTYPES, refusal_zh.ANSWER_PROTOTYPES),
+}
+# Languages whose responses get the prototype term when an encoder is given. Not Chinese: with the
+# embedded all-MiniLM-L6-v2 (English-trained) the Chinese prototype term alone separates zh.jsonl (604
+# lines) with AUC 0.77 using means and 0.74 using maxima (English on en.jsonl: 0.94, 0.80). Added to the
+# Chinese patterns with the English scale and offset it lowers precision on zh.jsonl from 1.000 to 0.943
+# at the same recall (1.000), and on zh_heldout.jsonl from 1.000 to 0.968 (recall 0.992 -> 1.000); on a
+# grid of scales 8-128 and offsets -4..4 nothing beats the patterns-only prior on zh.jsonl. So Chinese
+# responses are scored by their patterns and PATTERNS_ONLY_PRIOR even with an encoder.
+# A multilingual encoder may do better; ``prototype_languages=("en", "zh")`` turns the term on, but
+# PROTO_SCALE / PROTO_OFFSET would need re-tuning for it first.
+PROTOTYPE_LANGUAGES: tuple[str, ...] = ("en",)
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def lead_of(response: str) -> str:
+def _check_language(language: str) -> str:
+    if language not in SUPPORTED_LANGUAGES:
+        raise HalluguardError(f"the refusal detector has no '{language}' patterns or prototypes"
+                              f"{did_you_mean(language, LANGUAGE_SETTINGS)}; supported: "
+                              f"{', '.join(SUPPORTED_LANGUAGES)} (or 'auto' to pick per response)")
+    return language
+
+
+def lead_of(response: str, language: str = "en") -> str:
     """The part of ``response`` that decides the verdict: its first substantive sentence.
 
     Leading pleasantries are skipped, text after a ``;`` is left out, and a lead of fewer than
-    four words ("No.", "Unknown.") takes the next sentence along.
+    four words ("No.", "Unknown.") takes the next sentence along. ``language="zh"`` uses the
+    Chinese rules of :func:`halluguard.refusal_zh.lead_of`.
     """
+    if language != "en":
+        _check_language(language)
+        return refusal_zh.lead_of(response)
     text = " ".join(response.translate(_APOSTROPHES).split())
     sentences = [s.strip() for s in _SENT_SPLIT_RE.split(text) if s and s.strip()]
     while len(sentences) > 1 and _FILLER_RE.match(sentences[0]):
@@ -455,12 +501,15 @@ def lead_of(response: str) -> str:
     return lead[:_MAX_LEAD_CHARS]
 
 
-def pattern_logit(lead: str) -> float:
+def pattern_logit(lead: str, language: str = "en") -> float:
     """Log-odds evidence from the patterns: the strongest abstention hit minus the strongest answer hit.
 
     Taking the strongest hit of each side (not the sum) keeps a response that repeats itself from
-    piling up evidence.
+    piling up evidence. ``language="zh"`` uses :func:`halluguard.refusal_zh.pattern_logit`.
     """
+    if language != "en":
+        _check_language(language)
+        return refusal_zh.pattern_logit(lead)
     pos = max((w for rx, w in _ABSTAIN_RE if rx.search(lead)), default=0.0)
     neg = max((w for rx, w in _ANSWER_RE if rx.search(lead)), default=0.0)
     return pos - neg
@@ -469,21 +518,31 @@ def pattern_logit(lead: str) -> float:
 class RefusalDetector:
     """Scores responses for abstention: 1 = clearly declines to answer, 0 = clearly answers."""
 
-    def __init__(self, encoder=None, threshold: float = 0.5, language: str = "en", skip_decided: bool = False):
-        """``skip_decided``: leave out the (costly) prototype term where the patterns alone are stronger
+    def __init__(self, encoder=None, threshold: float = 0.5, language: str = "auto", skip_decided: bool = False,
+                 prototype_languages: Sequence[str] = PROTOTYPE_LANGUAGES):
+        """``language``: ``"auto"`` (each response is judged with the patterns of the language
+        :func:`halluguard.language.detect_language` finds in it), or ``"en"`` / ``"zh"`` for all responses.
+
+        ``skip_decided``: leave out the (costly) prototype term where the patterns alone are stronger
         than its clip, so it cannot change the verdict at threshold 0.5. Verdicts stay identical; scores
-        of those responses are the pattern evidence alone. The builders use it to keep filtering fast."""
-        if language not in SUPPORTED_LANGUAGES:
-            raise HalluguardError(f"the refusal detector has no '{language}' patterns or prototypes"
-                                  f"{did_you_mean(language, SUPPORTED_LANGUAGES)}; supported: "
-                                  f"{', '.join(SUPPORTED_LANGUAGES)}")
+        of those responses are the pattern evidence alone. The builders use it to keep filtering fast.
+
+        ``prototype_languages``: the languages whose responses get the prototype term when there is an
+        encoder; the others get the patterns-only prior. The default leaves Chinese out because the
+        embedded English encoder does not help there (see ``PROTOTYPE_LANGUAGES``)."""
+        if language != "auto":
+            _check_language(language)
+        for lang in prototype_languages:
+            _check_language(lang)
         if not 0.0 <= float(threshold) <= 1.0:
             raise HalluguardError(f"refusal threshold must lie in [0, 1], got {threshold}")
         self.encoder = encoder
         self.threshold = float(threshold)
         self.language = language
-        self._direction: Optional[np.ndarray] = None
-        self._logit_cache: dict[str, float] = {}
+        self.prototype_languages = tuple(prototype_languages)
+        self._directions: dict[str, np.ndarray] = {}
+        # keyed by (language, lead): the same text is judged differently under different patterns
+        self._logit_cache: dict[tuple[str, str], float] = {}
         self.skip_decided = skip_decided
 
     @classmethod
@@ -497,25 +556,40 @@ class RefusalDetector:
 
     # ------------------------------------------------------------ scoring
 
-    def _prototype_direction(self) -> np.ndarray:
-        """Mean abstention prototype minus mean answer prototype (encoded once, cached)."""
-        if self._direction is None:
-            vecs = self.encoder.encode(list(ABSTENTION_PROTOTYPES) + list(ANSWER_PROTOTYPES))
-            n = len(ABSTENTION_PROTOTYPES)
-            self._direction = (vecs[:n].mean(axis=0) - vecs[n:].mean(axis=0)).astype(np.float32)
-        return self._direction
+    def language_of(self, response: str) -> str:
+        """The language whose patterns judge ``response``: the forced one, or the detected one under ``auto``."""
+        return detect_language(response) if self.language == "auto" else self.language
 
-    def prototype_margins(self, texts: Sequence[str]) -> np.ndarray:
+    def _prototype_direction(self, language: str = "en") -> np.ndarray:
+        """Mean abstention prototype minus mean answer prototype of ``language`` (encoded once, cached)."""
+        if language not in self._directions:
+            abstain, answer = PROTOTYPES[_check_language(language)]
+            vecs = self.encoder.encode(list(abstain) + list(answer))
+            n = len(abstain)
+            self._directions[language] = (vecs[:n].mean(axis=0) - vecs[n:].mean(axis=0)).astype(np.float32)
+        return self._directions[language]
+
+    def prototype_margins(self, texts: Sequence[str], language: str = "en") -> np.ndarray:
         """Mean cosine to the abstention prototypes minus mean cosine to the answer prototypes."""
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        direction = self._prototype_direction()
+        direction = self._prototype_direction(language)
         return (self.encoder.encode(list(texts)) @ direction).astype(np.float64)
 
-    def prototype_logits(self, texts: Sequence[str]) -> np.ndarray:
+    def prototype_logits(self, texts: Sequence[str], language: str = "en") -> np.ndarray:
         """``PROTO_SCALE * margin + PROTO_OFFSET``, clipped to +-``PROTO_CLIP``."""
-        margins = self.prototype_margins(texts)
+        margins = self.prototype_margins(texts, language)
         return np.clip(PROTO_SCALE * margins + PROTO_OFFSET, -PROTO_CLIP, PROTO_CLIP)
+
+    def _fresh_logits(self, language: str, leads: list[str]) -> np.ndarray:
+        """Pattern logit plus prototype logit (or the patterns-only prior) of ``leads``, all in ``language``."""
+        logits = np.array([pattern_logit(lead, language) for lead in leads], dtype=np.float64)
+        if self.encoder is None or language not in self.prototype_languages:
+            return logits + PATTERNS_ONLY_PRIOR
+        open_ = np.abs(logits) <= PROTO_CLIP if self.skip_decided else np.ones(len(leads), dtype=bool)
+        if open_.any():
+            logits[open_] += self.prototype_logits([lead for lead, o in zip(leads, open_) if o], language)
+        return logits
 
     def score(self, responses: Sequence[str]) -> np.ndarray:
         """How much each response is an abstention, in [0, 1]; exactly 0.5 for an empty response."""
@@ -523,29 +597,29 @@ class RefusalDetector:
             raise TypeError("score() takes a sequence of responses, not a single string")
         responses = ["" if r is None else str(r) for r in responses]
         out = np.full(len(responses), 0.5, dtype=np.float64)
-        leads = [lead_of(r) for r in responses]
-        live = [i for i, lead in enumerate(leads) if lead]
+        keys = []
+        for r in responses:
+            lang = self.language_of(r)
+            keys.append((lang, lead_of(r, lang)))
+        live = [i for i, (_, lead) in enumerate(keys) if lead]
         if not live:
             return out
         # Identical leads (a trained policy repeats its refusal a lot) are scored once.
-        unique = sorted({leads[i] for i in live})
-        where = {lead: j for j, lead in enumerate(unique)}
+        unique = sorted({keys[i] for i in live})
+        where = {key: j for j, key in enumerate(unique)}
         # Leads seen before are not re-encoded: the builders' filters score the same responses
         # several times, and an evaluation scores the same refusal phrasing over and over.
-        fresh = [lead for lead in unique if lead not in self._logit_cache]
+        fresh = [key for key in unique if key not in self._logit_cache]
         if fresh:
-            logits = np.array([pattern_logit(lead) for lead in fresh], dtype=np.float64)
-            if self.encoder is None:
-                logits += PATTERNS_ONLY_PRIOR
-            else:
-                open_ = np.abs(logits) <= PROTO_CLIP if self.skip_decided else np.ones(len(fresh), dtype=bool)
-                if open_.any():
-                    logits[open_] += self.prototype_logits([lead for lead, o in zip(fresh, open_) if o])
             if len(self._logit_cache) > 200_000:
                 self._logit_cache.clear()
-            self._logit_cache.update(zip(fresh, logits.tolist()))
-        probs = _sigmoid(np.array([self._logit_cache[lead] for lead in unique], dtype=np.float64))
-        out[live] = probs[[where[leads[i]] for i in live]]
+            # one batch per language, in sorted order: an all-English call encodes exactly what it always did
+            for lang in sorted({lang for lang, _ in fresh}):
+                leads = [lead for key_lang, lead in fresh if key_lang == lang]
+                self._logit_cache.update(zip(((lang, lead) for lead in leads),
+                                             self._fresh_logits(lang, leads).tolist()))
+        probs = _sigmoid(np.array([self._logit_cache[key] for key in unique], dtype=np.float64))
+        out[live] = probs[[where[keys[i]] for i in live]]
         return out
 
     def is_refusal(self, responses: Sequence[str]) -> np.ndarray:
