@@ -18,6 +18,8 @@ from functools import lru_cache
 import string
 from typing import Iterable
 
+from halluguard.language import CJK_PUNCTUATION, contains_phrase, has_cjk
+
 TYPES = ("money", "percent", "duration", "time", "date", "number", "phone", "entity", "other")
 
 # ---------------------------------------------------------------- vocabulary
@@ -94,7 +96,7 @@ _ORDER = ("phone", "time", "date", "percent", "money", "duration")
 # ---------------------------------------------------------------- normalisation and matching
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation) | {"’", "‘", "“", "”", "–", "—", "…", "«", "»", "€", "£", "¥"}
+_PUNCT = set(string.punctuation) | {"’", "‘", "“", "”", "–", "—", "…", "«", "»", "€", "£", "¥"} | CJK_PUNCTUATION
 
 
 @lru_cache(maxsize=262144)
@@ -109,15 +111,13 @@ def normalize_answer(s: str) -> str:
 def contains_answer(text: str, answers: Iterable[str]) -> bool:
     """Whether any answer occurs in ``text`` after :func:`normalize_answer`, on token boundaries.
 
-    Token boundaries keep ``€6`` from matching inside ``€6.99`` (both normalise to digits).
+    Token boundaries keep ``€6`` from matching inside ``€6.99`` (both normalise to digits); in Chinese
+    text, where words are not spaced, an ideograph next to the match is a boundary (``39元`` is in
+    ``月租39元``, not in ``月租139元``).
     Answers that normalise to nothing are ignored; no answers -> False.
     """
-    hay = f" {normalize_answer(text)} "
-    for answer in answers:
-        needle = normalize_answer(answer)
-        if needle and f" {needle} " in hay:
-            return True
-    return False
+    hay = normalize_answer(text)
+    return any(contains_phrase(hay, normalize_answer(answer)) for answer in answers)
 
 
 def same_answer(a: str, b: str) -> bool:
@@ -183,6 +183,10 @@ def answer_type(text: str) -> str:
     t = " ".join(str(text).split())
     if not t:
         return "other"
+    if has_cjk(t):
+        from data_builders import answer_types_zh
+
+        return answer_types_zh.answer_type(t)
     core = _strip_qualifiers(t)
     n_words = len(t.split())
     if _full(_PATTERNS["phone"], core, slack=1):
@@ -285,6 +289,10 @@ def extract_values(text: str, type_: str) -> list[str]:
         raise ValueError(f"unknown answer type {type_!r} (one of {', '.join(TYPES)})")
     if type_ == "other":
         return []
+    if has_cjk(text):
+        from data_builders import answer_types_zh
+
+        return answer_types_zh.extract_values(text, type_)
     if type_ == "entity":
         spans = extract_entities(text)
         # Names are not money or dates ("April" is a date, "€5" is money).

@@ -33,6 +33,8 @@ from data_builders.records import (FABRICATION_ON_POLICY, OOK_REFUSAL_VS_FABRICA
 from halluguard.artifacts import write_jsonl
 from halluguard.errors import HalluguardError
 from halluguard.kb import Passage, Question
+from halluguard.language import check_language, count_languages, detect_language
+from halluguard.models import language_warnings
 from halluguard.prompting import build_messages
 from halluguard.retrieval import Encoder, Hit, KnowledgeIndex, passage_text
 
@@ -60,6 +62,8 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
 
     if bcfg.max_questions and len(questions) > bcfg.max_questions:
         questions = sorted(random.Random(cfg.seed).sample(questions, bcfg.max_questions), key=lambda q: q.id)
+
+    language_of, language_stats = _languages(cfg, passages, questions)
 
     # 1. encode once; full index. Later steps (filters, detector) reuse vectors by text.
     encoder.enable_cache()
@@ -120,13 +124,15 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
         evidence = [x.passage for x in h[:k]]
         base = Case(id=q.id, question=q.question, label=r.label, kind=q.kind or r.label, evidence=evidence,
                     answers=list(q.answers), source_question_id=q.id, group=g,
-                    meta={**q.meta, "passage_id": q.passage_id})
+                    meta={**q.meta, "passage_id": q.passage_id, "language": language_of[q.id]})
         cases[side].append(base)
         if r.label == IK and q.answers:
-            made = synthesis.synthesize(q, evidence, [x.passage for x in h], passages, bcfg.synthesis, k, rng)
+            made = synthesis.synthesize(q, evidence, [x.passage for x in h], passages, bcfg.synthesis, k, rng,
+                                        language=language_of[q.id], counts=synth_counts)
             for case in made:
                 case.group = g
                 case.meta.setdefault("passage_id", q.passage_id)
+                case.meta["language"] = language_of[q.id]
                 ok, why = synthesis.verify_ook(case, q.answers)
                 synth_counts[f"{case.kind}:{'kept' if ok else 'rejected'}"] += 1
                 if ok:
@@ -155,7 +161,7 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
 
         model, tokenizer = policy
         for c in case_by_id.values():
-            prompt_text[c.id] = render_prompt(tokenizer, build_messages(c.question, c.evidence, cfg.prompt))
+            prompt_text[c.id] = render_prompt(tokenizer, _messages(c, cfg.prompt))
         if bcfg.negatives.on_policy:
             pairs = _add_on_policy(pairs, cases, prompt_text, model, tokenizer, bcfg, detector, rng, cfg.seed)
             lap("on_policy")
@@ -212,6 +218,9 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     stats = _stats(questions, results, kept_cases, pairs, filter_reports, synth_counts, agree, split_info,
                    timings, warning, bcfg)
     stats["model_probe"] = model_probe
+    stats["languages"] = language_stats
+    stats["language_warnings"] = language_warnings(cfg.model.name_or_path, cfg.retriever.encoder,
+                                                   language_stats["templates_by_question"])
     # before the too-fake filter, so the distribution shows what the threshold cuts
     stats["nll_by_rejected_kind"] = {k: _describe(v) for k, v in sorted(nll_before_filters.items())} or None
     report.write_stats(out_dir / "stats.json", stats)
@@ -271,9 +280,36 @@ def _add_on_policy(pairs, cases, prompt_text, model, tokenizer, bcfg, detector, 
     return pairs
 
 
+def _languages(cfg, passages: list[Passage], questions: list[Question]) -> tuple[dict[str, str], dict]:
+    """Each question's language (``kb.language``, or detected per question for ``auto``) and the counts
+    per language that the build stats report (a mixed knowledge base shows up here)."""
+    setting = str(cfg.kb.language)
+    if setting == "auto":
+        language_of = {q.id: detect_language(q.question) for q in questions}
+    else:
+        check_language(setting, "config key 'kb.language'")
+        language_of = {q.id: setting for q in questions}
+    by_passage = count_languages(p.text for p in passages)
+    by_question = count_languages(q.question for q in questions)
+    stats = {"setting": setting, "templates_by_question": dict(Counter(language_of.values()).most_common()),
+             "passages_detected": by_passage, "questions_detected": by_question,
+             "mixed": len(set(by_passage) | set(by_question)) > 1}
+    if stats["mixed"]:
+        log.warning("mixed-language knowledge base: passages %s, questions %s (kb.language=%s)", by_passage,
+                    by_question, setting)
+    return language_of, stats
+
+
+def _messages(case: Case, prompt_cfg) -> list[dict]:
+    """The prompt in the case's language, unless ``prompt.language`` names one."""
+    auto = str(getattr(prompt_cfg, "language", "auto") or "auto") == "auto"
+    return build_messages(case.question, case.evidence, prompt_cfg,
+                          language=case.meta.get("language") if auto else None)
+
+
 def _pair_row(p: Pair, case: Case, prompt_cfg) -> dict:
     return {
-        "prompt": build_messages(case.question, case.evidence, prompt_cfg),
+        "prompt": _messages(case, prompt_cfg),
         "chosen": [{"role": "assistant", "content": p.chosen}],
         "rejected": [{"role": "assistant", "content": p.rejected}],
         "kind": p.pair_kind,
@@ -295,7 +331,7 @@ def _pair_row(p: Pair, case: Case, prompt_cfg) -> dict:
 
 def _case_row(case: Case, prompt_cfg, probe: Optional[ProbeResult]) -> dict:
     return {
-        "prompt": build_messages(case.question, case.evidence, prompt_cfg),
+        "prompt": _messages(case, prompt_cfg),
         "question": case.question,
         "label": case.label,
         "kind": case.kind,

@@ -23,6 +23,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Optional, Sequence
 
+from data_builders import responses_zh
 from data_builders.kb_text import count_mentions
 from data_builders.answer_types import (NUMBER_WORDS, answer_type, contains_answer, extract_entities,
                                         extract_values, normalize_answer, numeric_core, unit_of)
@@ -30,6 +31,7 @@ from data_builders.records import (FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, 
                                    IK_GROUNDED_VS_REFUSAL, IK_GROUNDED_VS_WRONG, NEEDLESS_REFUSAL,
                                    OOK_REFUSAL_VS_FABRICATION, REFUSAL, WRONG_ANSWER, Case, Pair)
 from halluguard.kb import Passage
+from halluguard.language import detect_language, has_cjk
 
 MAX_WORDS = 60
 
@@ -109,6 +111,11 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def case_language(case: Case) -> str:
+    """The language a case's responses are written in: set by the pipeline, else detected from the question."""
+    return str(case.meta.get("language") or detect_language(case.question))
+
+
 # ---------------------------------------------------------------- expected answer type
 
 _QUESTION_TYPES: tuple[tuple[str, str], ...] = (
@@ -133,6 +140,8 @@ def expected_type(question_text: str, answers: Sequence[str] = ()) -> str:
     for a in answers or ():
         if a and a.strip():
             return answer_type(a)
+    if has_cjk(question_text):
+        return responses_zh.expected_type(question_text)
     q = question_text.lower()
     for pattern, type_ in _QUESTION_TYPES:
         if re.search(pattern, q):
@@ -221,6 +230,8 @@ _CONFIDENT_OPENERS = ("", "", "", "According to my information, ", "Sure! ")
 
 def confident_statement(question: str, value: str, type_: str, rng: random.Random) -> str:
     """A confident one-sentence answer to ``question`` that states ``value`` as the answer."""
+    if has_cjk(question):
+        return responses_zh.confident_statement(question, value, type_, rng)
     q = " ".join(question.strip().split()).rstrip("?").strip()
     v = value.strip()
     out: Optional[str] = None
@@ -339,6 +350,8 @@ def grounded_answer(case: Case, rng) -> str:
     always appears verbatim. Without a supporting sentence it falls back to a plain statement.
     """
     rng = _rng(rng)
+    if case_language(case) == "zh":
+        return responses_zh.grounded_answer(case, rng)
     gold, support, title = _supporting(case)
     if not gold:
         raise ValueError(f"case {case.id} has no gold answer to ground")
@@ -452,6 +465,8 @@ def refusal(case: Case, rng, n: int = 1) -> list[str]:
     the detail that would make the question answerable. Refusals never state facts from the evidence.
     """
     rng = _rng(rng)
+    if case_language(case) == "zh":
+        return responses_zh.refusal(case, rng, _case_expected_type(case), n)
     titles = _titles(case)
     if titles:
         topics = _join(titles)
@@ -803,7 +818,7 @@ def _wrong_value(case: Case, gold: str, all_passages: Sequence[Passage], rng: ra
     answers = [a for a in case.answers if a.strip()]
     tries: list[Optional[str]] = []
     if type_ == "other":
-        tries.append(_flip_negation(gold))
+        tries.append(responses_zh.flip_negation(gold) if has_cjk(gold) else _flip_negation(gold))
     elif type_ == "entity":
         if "," in gold or " and " in gold:
             return None  # a list ("iOS and Android") has no single stand-in that reads right
@@ -875,7 +890,7 @@ def external_negatives(case: Case) -> list[str]:
         seen.add(normalize_answer(text))
         if not text or any(normalize_answer(text) == normalize_answer(g) for g in gold):
             continue
-        if _words(text) <= 6 and not text.endswith((".", "!", "?")):
+        if _words(text) <= 6 and not text.endswith((".", "!", "?", "。", "！", "？")):
             text = confident_statement(case.question, text, answer_type(text), rng)
         if text not in out:
             out.append(text)

@@ -23,6 +23,7 @@ All functions are deterministic given the ``random.Random`` passed in.
 from __future__ import annotations
 
 import random
+from collections import Counter
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -427,7 +428,8 @@ def verify_ook(case: Case, answers: list[str]) -> tuple[bool, str]:
 
 
 def synthesize(question: Question, evidence: list[Passage], neighbours: list[Passage],
-               all_passages: Sequence[Passage], cfg, k: int, rng: random.Random, group: str = "") -> list[Case]:
+               all_passages: Sequence[Passage], cfg, k: int, rng: random.Random, group: str = "",
+               language: str = "en", counts: Optional[Counter] = None) -> list[Case]:
     """Verified OOK cases from one IK question: context swap first, then the question edits.
 
     ``evidence`` is what the IK prompt shows (top-``k`` retrieval); ``neighbours`` the wider
@@ -450,6 +452,12 @@ def synthesize(question: Question, evidence: list[Passage], neighbours: list[Pas
                  if flag]
     rng.shuffle(templated)
     edits = ([entity_swap] if cfg.entity_swap else []) + templated
+    if language != "en":
+        # The question edits rewrite English questions (templates, capitalised names); in other
+        # languages only the context swap, which keeps the question, applies. Counted, not silent.
+        if counts is not None and edits:
+            counts[f"question_edits_skipped:{language}"] += 1
+        edits = []
     for fn in edits:
         if len(out) >= limit:
             break

@@ -87,6 +87,8 @@ class KBConfig:
     questions: Optional[str] = None
     """Question file (null: no questions, or the same file as passages for single-file formats)."""
     language: str = "en"
+    """``en``, ``zh`` or ``auto`` (each question's language, detected from its text): picks the builders'
+    refusal and answer templates and, with ``prompt.language: auto``, the prompt's."""
     chunk_words: int = 120
     """Folder-of-text knowledge bases: words per passage."""
     chunk_overlap: int = 20
@@ -103,7 +105,10 @@ class PromptConfig:
     passages: int = 3
     """Retrieved passages shown to the model in RAG mode."""
     max_passage_chars: int = 700
-    system: str = ""
+    language: str = "auto"
+    """``en``, ``zh``, or ``auto``: the prompt of each question is written in that question's language."""
+    system: Any = ""
+    """System message: one string for every language, or one per language (``{en: ..., zh: ...}``)."""
 
 
 @dataclass
@@ -416,9 +421,10 @@ class EvalConfig:
     gate_max_top1: float = 0.45
     """The retrieval gate refuses when the top-1 similarity of question and evidence is below this
     (0.45: measured on SQuAD 2.0, it refused 2/40 answerable and 40/40 other-article questions)."""
-    gate_refusal: str = "I'm sorry, the documents I have do not contain the answer to that question."
-    """What the gate (and ``always_refuse``) says; the refusal detector must call it a refusal."""
-    prompt_only_system: str = ("You are a customer-service assistant. Use the passages to answer the customer's "
+    gate_refusal: Any = "I'm sorry, the documents I have do not contain the answer to that question."
+    """What the gate (and ``always_refuse``) says; the refusal detector must call it a refusal. One string,
+    or one per language (``{en: ..., zh: ...}``), chosen by each question's language."""
+    prompt_only_system: Any = ("You are a customer-service assistant. Use the passages to answer the customer's "
                                "question. If the passages do not contain the answer, say that you do not know "
                                "instead of guessing.")
     """System message of the ``prompt_only`` baseline (the reference told to say it does not know)."""
@@ -583,6 +589,21 @@ def _check_values(cfg: DictConfig) -> None:
     _check_ppo(cfg.ppo)
     _check_eval(cfg.eval)
     _check_use(cfg)
+    _check_languages(cfg)
+
+
+def _check_languages(cfg: DictConfig) -> None:
+    """Language settings name a language with templates (or ``auto``); per-language texts name only those."""
+    from halluguard.language import LANGUAGE_SETTINGS, check_localized
+
+    _require_choices({"kb.language": (cfg.kb.language, LANGUAGE_SETTINGS),
+                      "prompt.language": (cfg.prompt.language, LANGUAGE_SETTINGS)})
+    for key, value in (("prompt.system", cfg.prompt.system), ("eval.gate_refusal", cfg.eval.gate_refusal),
+                       ("eval.prompt_only_system", cfg.eval.prompt_only_system)):
+        try:
+            check_localized(value, key)
+        except HalluguardError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _require_choices(choices: dict[str, tuple[Any, Sequence[str]]]) -> None:

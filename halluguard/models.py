@@ -233,3 +233,27 @@ def _load_failure(what: str, name: str, exc: Exception) -> str:
     return (f"could not load the {what} '{name}': {first}. This machine may have no Hugging Face hub access: "
             "download the model elsewhere and pass its local folder as model.name_or_path, "
             "or use the embedded default (embedded:SmolLM2-135M-Instruct)")
+
+
+# The embedded models were trained on English. With Chinese text the policy degenerates (repeats
+# itself, garbles characters) and the encoder's similarities stop separating answerable from
+# unanswerable questions: both measured on the Chinese demo build (README, "Chinese").
+ENGLISH_ONLY_MODELS = {
+    "embedded:SmolLM2-135M-Instruct": ("policy", "model=hf model.name_or_path=<a Chinese-capable chat model>"),
+    "embedded:all-MiniLM-L6-v2": ("encoder", "retriever=multilingual (or retriever.encoder=<a multilingual "
+                                  "sentence-transformers folder>)"),
+}
+
+
+def language_warnings(model_name: str, encoder_name: str, languages) -> list[str]:
+    """One line per English-only embedded model asked to work in another language, saying what to set."""
+    others = sorted(set(languages) - {"en"})
+    if not others:
+        return []
+    out = []
+    for name in (model_name, encoder_name):
+        if name in ENGLISH_ONLY_MODELS:
+            role, fix = ENGLISH_ONLY_MODELS[name]
+            out.append(f"the {role} {name} is English-only, but this knowledge base is in {', '.join(others)}: "
+                       f"expect poor {'answers' if role == 'policy' else 'retrieval'}; set {fix}")
+    return out

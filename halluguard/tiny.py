@@ -42,13 +42,13 @@ def train_tiny_tokenizer(texts: Optional[Iterable[str]] = None, vocab_size: int 
 
 
 def make_tiny_policy(folder: Path, texts: Optional[Iterable[str]] = None, hidden_size: int = 64,
-                     layers: int = 2, seed: int = 0) -> Path:
+                     layers: int = 2, seed: int = 0, vocab_size: int = 400) -> Path:
     """Save a tiny random Llama + tokenizer to ``folder``; returns the folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
-    tokenizer = train_tiny_tokenizer(texts)
+    tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,

@@ -3,7 +3,8 @@
 ``kb.passages`` is the folder; it is searched recursively, in sorted path order, skipping hidden
 files and folders (names starting with ``.``). Files must be UTF-8. Each file is cut into chunks
 of at most ``kb.chunk_words`` words; consecutive chunks of one section share ``kb.chunk_overlap``
-words. Chunks end at paragraph breaks (blank lines) when that keeps them at least half full,
+words. Chinese has no spaces between words, so each CJK ideograph counts as one word there (a
+Chinese chunk of 120 "words" is 120 characters) and is put back without spaces. Chunks end at paragraph breaks (blank lines) when that keeps them at least half full,
 otherwise between sentences, and a sentence longer than a chunk is cut between words.
 
 In Markdown files every heading (``# Title`` or an underlined ``Title`` / ``=====``) starts a
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from halluguard.errors import HalluguardError
 from halluguard.kb import Passage, Question
+from halluguard.language import mixed_tokens
 
 log = logging.getLogger("halluguard.sources")
 
@@ -31,11 +33,22 @@ SUFFIXES = (".txt", ".md")
 _ATX = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]」』]*$")
 
 # A word is a string; one that begins a line in the source carries a leading "\n", so line
-# structure (lists, tables, code) survives chunking while word counts stay exact.
+# structure (lists, tables, code) survives chunking while word counts stay exact. A word that
+# followed the previous one with no space (a Chinese character) carries a leading _GLUE.
 Paragraph = list[str]
+_GLUE = "\x1d"
+
+
+def _line_words(line: str) -> list[str]:
+    out: list[str] = []
+    for word in line.split():
+        pieces = mixed_tokens(word)
+        out.append(pieces[0])
+        out += [_GLUE + p for p in pieces[1:]]
+    return out
 
 
 def load(kb_cfg) -> tuple[list[Passage], list[Question]]:
@@ -101,7 +114,7 @@ def parse_sections(text: str, *, markdown: bool, default_title: str) -> list[tup
     fence = ""
 
     def flush() -> None:
-        words = [("\n" + w) if i == 0 else w for line in lines for i, w in enumerate(line.split())]
+        words = [("\n" + w.lstrip(_GLUE)) if i == 0 else w for line in lines for i, w in enumerate(_line_words(line))]
         if words:
             sections[-1][1].append(words)
         lines.clear()
@@ -208,4 +221,4 @@ def render(chunk: list[Paragraph]) -> str:
 
 
 def _render_paragraph(words: Paragraph) -> str:
-    return "".join(w if w.startswith("\n") else " " + w for w in words).strip()
+    return "".join(w if w.startswith("\n") else w[1:] if w.startswith(_GLUE) else " " + w for w in words).strip()

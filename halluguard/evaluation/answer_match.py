@@ -12,7 +12,10 @@ normalisation and keep the best:
   side normalises to no tokens, F1 is 1.0 if both do and 0.0 otherwise (SQuAD 2.0's rule for
   empty answers).
 
-This deliberately keeps SQuAD's ASCII-only punctuation set so numbers stay comparable with
+Chinese: full-width punctuation is dropped as well, and F1 counts every CJK ideograph as a token
+of its own (the mixed segmentation of CMRC 2018, Cui et al., 2019), so no word segmenter is needed.
+
+This deliberately keeps SQuAD's ASCII punctuation set (plus the full-width marks of Chinese) so numbers stay comparable with
 published SQuAD results; ``data_builders.answer_types.normalize_answer`` (used to build the pairs)
 also drops a few Unicode symbols such as the euro sign, so ``€25`` matches ``25`` there and not here.
 """
@@ -25,8 +28,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from halluguard.errors import HalluguardError
+from halluguard.language import CJK_PUNCTUATION, mixed_tokens
 
-_PUNCTUATION = frozenset(string.punctuation)
+_PUNCTUATION = frozenset(string.punctuation) | CJK_PUNCTUATION
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -58,8 +62,8 @@ def token_f1(prediction: str, golds: Sequence[str]) -> float | None:
     golds = _checked(prediction, golds)
     if not golds:
         return None
-    predicted = normalize_answer(prediction).split()
-    return max(_f1(predicted, normalize_answer(gold).split()) for gold in golds)
+    predicted = mixed_tokens(normalize_answer(prediction))
+    return max(_f1(predicted, mixed_tokens(normalize_answer(gold))) for gold in golds)
 
 
 def _f1(predicted: list[str], gold: list[str]) -> float:

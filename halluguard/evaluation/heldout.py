@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from halluguard.errors import HalluguardError
+from halluguard.language import detect_language, localized
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ class EvalQuestion:
     def should_abstain(self) -> bool:
         return self.label == "ook"
 
-    def messages_with_system(self, system: str | None) -> list[dict]:
-        """The prompt with its system message replaced by ``system`` (None keeps the original)."""
+    def messages_with_system(self, system) -> list[dict]:
+        """The prompt with its system message replaced by ``system`` (None keeps the original): one
+        string, or one per language (``{"en": ..., "zh": ...}``), picked by the question's language."""
         if system is None:
             return list(self.messages)
+        text = localized(system, detect_language(self.question), "eval.prompt_only_system")
         rest = [m for m in self.messages if m.get("role") != "system"]
-        return [{"role": "system", "content": system.strip()}, *rest]
+        return [{"role": "system", "content": text.strip()}, *rest]
 
 
 def load_heldout(path: Path) -> list[EvalQuestion]:

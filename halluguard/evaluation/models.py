@@ -64,7 +64,7 @@ class PolicySource:
 
     base: str
     adapter: str | None = None
-    system: str | None = None  # replaces the prompt's system message (prompt_only)
+    system: str | dict | None = None  # replaces the prompt's system message (prompt_only); may be one per language
     revision: str | None = None
 
     def to_dict(self) -> dict:
@@ -113,6 +113,13 @@ def stage_exists(cfg, name: str) -> bool:
     return (stage_dir(cfg, name) / MANIFEST).is_file()
 
 
+def _plain(value):
+    """A config text as a plain ``str`` or ``dict`` (one text per language), never an OmegaConf node."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+
+
 def resolve_source(cfg, name: str) -> PolicySource:
     """Where policy ``name``'s weights are; raises :class:`Unavailable` with the reason when absent."""
     from halluguard.config import resolve_cache_dir
@@ -120,7 +127,7 @@ def resolve_source(cfg, name: str) -> PolicySource:
 
     if name in ("reference", "prompt_only"):
         base = resolve_policy_source(cfg.model.name_or_path, resolve_cache_dir(cfg))
-        system = str(cfg.eval.prompt_only_system) if name == "prompt_only" else None
+        system = _plain(cfg.eval.prompt_only_system) if name == "prompt_only" else None
         return PolicySource(base=base, system=system, revision=cfg.model.revision)
     if name == "sft":
         from halluguard.sft import (

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from halluguard.errors import HalluguardError
+from halluguard.language import contains_phrase, detect_language, localized
 from halluguard.evaluation.answer_match import exact_match, normalize_answer, token_f1
 from halluguard.evaluation.heldout import EvalQuestion
 from halluguard.evaluation.models import (
@@ -156,9 +157,10 @@ def score_answers(result: ModelResult, questions: Sequence[EvalQuestion]) -> Non
 
 
 def contains_gold(prediction: str, golds: Sequence[str]) -> bool:
-    """Some normalised gold answer appears in the normalised prediction as whole words."""
-    predicted = f" {normalize_answer(prediction)} "
-    return any(gold and f" {gold} " in predicted for gold in (normalize_answer(g) for g in golds))
+    """Some normalised gold answer appears in the normalised prediction as whole words (in Chinese, where
+    words are not spaced, an ideograph next to it counts as a boundary: "39元" is in "月租39元")."""
+    predicted = normalize_answer(prediction)
+    return any(contains_phrase(predicted, normalize_answer(g)) for g in golds)
 
 
 # ---------------------------------------------------------------- model-free and gated
@@ -169,7 +171,12 @@ def gate_refuses(q: EvalQuestion, max_top1: float) -> bool:
     return q.gate_top1 is not None and q.gate_top1 < max_top1
 
 
-def model_free(spec: ModelSpec, questions: Sequence[EvalQuestion], max_top1: float, refusal_text: str) -> ModelResult:
+def _refusal_in(refusal_text, q: EvalQuestion) -> str:
+    """The gate's refusal in the question's language (``eval.gate_refusal`` may hold one per language)."""
+    return localized(refusal_text, detect_language(q.question), "eval.gate_refusal")
+
+
+def model_free(spec: ModelSpec, questions: Sequence[EvalQuestion], max_top1: float, refusal_text) -> ModelResult:
     """``always_refuse``, ``never_refuse`` or ``gate``: decisions by construction, not by the detector.
 
     The refusal score of the gate is ``1 - top1`` (so its AUC ranks by retrieval similarity); the
@@ -184,7 +191,7 @@ def model_free(spec: ModelSpec, questions: Sequence[EvalQuestion], max_top1: flo
         else:
             refuse = gate_refuses(q, max_top1)
             score = 1.0 - q.gate_top1 if q.gate_top1 is not None else 0.0
-        result.answers.append(refusal_text if refuse else "")
+        result.answers.append(_refusal_in(refusal_text, q) if refuse else "")
         result.refused.append(refuse)
         result.refusal_scores.append(score)
         # always_refuse is judged (a refusal is never correct); the others write no answer text, so
@@ -197,7 +204,7 @@ def model_free(spec: ModelSpec, questions: Sequence[EvalQuestion], max_top1: flo
 
 
 def gated(spec: ModelSpec, policy: ModelResult, questions: Sequence[EvalQuestion], max_top1: float,
-          refusal_text: str) -> ModelResult:
+          refusal_text) -> ModelResult:
     """The gate in front of ``policy``: the gate's refusal where it fires, the policy's response elsewhere."""
     if not policy.ok:
         return ModelResult(spec, status=policy.status,
@@ -206,7 +213,7 @@ def gated(spec: ModelSpec, policy: ModelResult, questions: Sequence[EvalQuestion
     for i, q in enumerate(questions):
         fires = gate_refuses(q, max_top1)
         result.gate_refused.append(fires)
-        result.answers.append(refusal_text if fires else policy.answers[i])
+        result.answers.append(_refusal_in(refusal_text, q) if fires else policy.answers[i])
         result.refused.append(True if fires else policy.refused[i])
         result.refusal_scores.append(1.0 if fires else policy.refusal_scores[i])
         result.em.append(0.0 if fires and policy.em[i] is not None else policy.em[i])

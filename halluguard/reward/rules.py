@@ -13,7 +13,8 @@ any                empty               ``-max(answer_ook, refuse_ik)``
 =================  ==================  =========================================
 
 ``support`` is 1 when a gold answer (``meta["answers"]``) appears in the response, otherwise the
-share of the response's content tokens (lower-cased words and numbers, stop-words left out) that
+share of the response's content tokens (lower-cased words and numbers, each Chinese character on its
+own, stop-words left out) that
 also occur in the evidence text (``meta["evidence"]``); 0 for a response without content tokens.
 
 An empty response is neither an answer nor a refusal; it gets the largest penalty so a policy
@@ -32,13 +33,15 @@ import numpy as np
 
 from halluguard.errors import HalluguardError
 
-_TOKEN_RE = re.compile(r"[a-z0-9\u00c0-\u024f€$£%]+(?:[.,'][a-z0-9]+)*", re.IGNORECASE)
+# Chinese is not spaced into words: each ideograph is a token (as in CMRC 2018's mixed segmentation).
+_TOKEN_RE = re.compile(r"[\u4e00-\u9fff]|[a-z0-9\u00c0-\u024f€$£%]+(?:[.,'][a-z0-9]+)*", re.IGNORECASE)
 STOPWORDS = frozenset("""
 a an the and or but if then than so to of in on at by for with from into onto about as is are was were be been
 being am do does did done have has had having it its it's this that these those there here i you he she we they
 me him her us them my your his our their what which who whom whose when where why how can could would should
 will shall may might must not no yes also just only very too more most some any all each every both either
 neither such own same other another again once up down out over under off per via s t
+的 了 是 在 和 与 或 我 您 你 他 她 它 们 这 那 吗 呢 吧 啊 也 都 就 而 及 个 有
 """.split())
 
 

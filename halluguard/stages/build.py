@@ -100,6 +100,8 @@ def _headline(stats: dict) -> dict:
         "probe_coverage": agree.get("coverage"),
         "timings_s": stats.get("timings_s"),
         "encoder": stats.get("encoder"),
+        "languages": stats.get("languages"),
+        "language_warnings": stats.get("language_warnings"),
     }
 
 
@@ -115,4 +117,6 @@ def _print_summary(stats: dict, out: Path) -> None:
         print(f"{side:>8} pairs: {p['total']:5d}  {p['by_kind']}")
     for kind, d in (stats.get("nll_by_rejected_kind") or {}).items():
         print(f"  NLL of {kind:<22} median {d['median']:.2f}  p10 {d['p10']:.2f}  p90 {d['p90']:.2f}  (n={d['n']})")
+    for warning in stats.get("language_warnings") or []:
+        print(f"warning: {warning}")
     print(f"summary: {out / 'summary.md'}")
