@@ -450,6 +450,12 @@ PATTERNS_ONLY_PRIOR = -2.0
 _MAX_LEAD_CHARS = 320
 _SHORT_LEAD_WORDS = 4
 
+# A lead needs this many words (letters only, two or more) before the prototype term may judge it when no
+# abstention pattern fires. MiniLM puts strings such as "asdf", "xk zq" or a tiny policy's byte soup nearer the
+# abstention prototypes (scores 0.65-0.77), which made degenerate output a rewarded "refusal".
+MIN_PROTOTYPE_WORDS = 3
+_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+
 # Prototype sentences per language: (abstention, answer).
 PROTOTYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "en": (ABSTENTION_PROTOTYPES, ANSWER_PROTOTYPES),
@@ -586,7 +592,12 @@ class RefusalDetector:
         logits = np.array([pattern_logit(lead, language) for lead in leads], dtype=np.float64)
         if self.encoder is None or language not in self.prototype_languages:
             return logits + PATTERNS_ONLY_PRIOR
+        # Too few words for the prototype term to mean anything: without an abstention pattern, the prior decides.
+        degenerate = np.array([logit <= 0.0 and len(_WORD_RE.findall(lead)) < MIN_PROTOTYPE_WORDS
+                               for logit, lead in zip(logits, leads)], dtype=bool)
+        logits[degenerate] += PATTERNS_ONLY_PRIOR
         open_ = np.abs(logits) <= PROTO_CLIP if self.skip_decided else np.ones(len(leads), dtype=bool)
+        open_ &= ~degenerate
         if open_.any():
             logits[open_] += self.prototype_logits([lead for lead, o in zip(leads, open_) if o], language)
         return logits

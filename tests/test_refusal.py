@@ -222,3 +222,12 @@ def test_a_refusal_that_names_its_passages_at_length_is_a_refusal():
               "is kept for 24 months and then deleted.")
     assert pattern_logit(lead_of(refusal)) > 0
     assert pattern_logit(lead_of(answer)) <= 0
+
+
+def test_degenerate_output_is_not_a_refusal_even_where_the_prototypes_lean_that_way(detector):
+    """A tiny or collapsing policy's byte soup must not earn the refusal reward: MiniLM alone put
+    "asdf" at 0.77 and "xk zq" at 0.71 (refusal side) before short leads were left to the prior."""
+    junk = ["asdf", "xk zq", "qe", "\x133\ufffd\ufffdqe", "1. 1. 1.1.1.1"]
+    assert not detector.is_refusal(junk).any(), dict(zip(junk, detector.score(junk).round(3)))
+    # Short leads with an abstention pattern keep their verdict.
+    assert detector.is_refusal(["No idea.", "Unknown.", "Which plan?"]).all()
