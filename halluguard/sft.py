@@ -220,14 +220,27 @@ def log_last_step():
     return LogLastStep()
 
 
-def train_sft(examples: PreparedExamples, source: str, model_cfg, sft_cfg, out_dir: Path, seed: int = 0) -> dict:
+def train_sft(examples: PreparedExamples, source: str, model_cfg, sft_cfg, out_dir: Path | None,
+              seed: int = 0) -> dict:
     """Train on ``examples``; save ``out_dir/model`` (merged, loadable with ``from_pretrained``) and, for LoRA,
-    ``out_dir/adapter`` (PEFT format). Returns a summary with the loss history."""
+    ``out_dir/adapter`` (PEFT format). Returns a summary with the loss history.
+
+    Under ``accelerate launch`` every process calls this (TRL's trainer shards the examples and all-reduces
+    the gradients); process 0 passes its ``out_dir``, the others None: they train and save nothing.
+    """
+    import torch
+
+    from halluguard.ppo.distributed import deepspeed_zero_stage, write_weights_digest
+
     if not examples.rows:
         raise HalluguardError(f"no SFT examples left to train on ({dict(examples.counts)}); check the build's "
                               "pairs or raise sft.max_length")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    # TRL adds the LoRA matrices (random) before it seeds anything: seed them here, or two runs with the
+    # same seed differ.
+    torch.manual_seed(seed)
     model, tokenizer = load_policy_for_training(source, model_cfg)
     use_cache = getattr(model.config, "use_cache", None)
     peft_config = None
@@ -243,6 +256,28 @@ def train_sft(examples: PreparedExamples, source: str, model_cfg, sft_cfg, out_d
         train_s = time.perf_counter() - start
         history = list(trainer.state.log_history)
         model = trainer.model
+        write_weights_digest("sft", model)
+        if deepspeed_zero_stage() == 3:  # untested here (no GPU, no deepspeed)
+            # ZeRO-3 leaves each process a slice of every weight: TRL's save gathers one whole copy (every
+            # process must call it), and process 0 reloads that copy to merge and save below.
+            gathered = Path(scratch) / "gathered"
+            trainer.save_model(str(gathered))
+            if out_dir is not None:
+                model = _reload_gathered(source, model_cfg, gathered, peft_config is not None)
+    losses = [h for h in history if "loss" in h]
+    steps = int(result.global_step)
+    summary = {
+        "finetune": sft_cfg.finetune,
+        "trainable_parameters": int(trainable),
+        "steps": steps,
+        "train_seconds": round(train_s, 2),
+        "seconds_per_step": round(train_s / max(1, steps), 3),
+        "final_loss": losses[-1]["loss"] if losses else float(result.training_loss),
+        "train_loss": float(result.training_loss),
+        "log_history": history,
+    }
+    if out_dir is None:  # a process other than 0: its shard is trained, process 0 saves
+        return summary
     if peft_config is not None:
         model.save_pretrained(str(out_dir / "adapter"))
         tokenizer.save_pretrained(str(out_dir / "adapter"))
@@ -254,18 +289,17 @@ def train_sft(examples: PreparedExamples, source: str, model_cfg, sft_cfg, out_d
         model.config.use_cache = use_cache
     model.save_pretrained(str(out_dir / "model"))
     tokenizer.save_pretrained(str(out_dir / "model"))
-    losses = [h for h in history if "loss" in h]
-    steps = int(result.global_step)
-    return {
-        "finetune": sft_cfg.finetune,
-        "trainable_parameters": int(trainable),
-        "steps": steps,
-        "train_seconds": round(train_s, 2),
-        "seconds_per_step": round(train_s / max(1, steps), 3),
-        "final_loss": losses[-1]["loss"] if losses else float(result.training_loss),
-        "train_loss": float(result.training_loss),
-        "log_history": history,
-    }
+    return summary
+
+
+def _reload_gathered(source: str, model_cfg, folder: Path, lora: bool):
+    """The trained policy from the whole copy ``trainer.save_model`` gathered under ZeRO-3."""
+    model, _ = load_policy_for_training(source if lora else str(folder), model_cfg)
+    if lora:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(folder))
+    return model
 
 
 # ---------------------------------------------------------------- the reference, for later stages

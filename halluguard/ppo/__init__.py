@@ -12,6 +12,8 @@ One role per module, in the order a step runs them:
 * :mod:`~halluguard.ppo.trainer` - the loop, each phase a named function
 * :mod:`~halluguard.ppo.checkpoint`, :mod:`~halluguard.ppo.tracking`, :mod:`~halluguard.ppo.plots` - what
   survives an interruption and what a person watches
+* :mod:`~halluguard.ppo.distributed` - several processes (``accelerate launch``): which one writes, the
+  barrier, the DeepSpeed check; shared with the sft and reward stages
 
 References: Schulman et al. 2017 (PPO, clipped objective), Schulman et al. 2016 (GAE), Ziegler et al.
 2019 (KL-penalised reward, adaptive beta), Schulman 2020 "Approximating KL Divergence" (k1, k3).

@@ -21,6 +21,14 @@ Reproducibility: every random draw of step ``N`` (sampling, minibatch order) com
 from ``(seed, N, process)``, and everything else a step needs is in the checkpoint, so a run interrupted
 and resumed from ``step-N`` produces the same result as one that was never interrupted.
 
+Several processes (``accelerate launch``, DDP): each process samples its own slice of the step's prompts
+(``ppo.batch_size`` per process, disjoint, from the same per-step shuffle) with its own seed, the batch
+statistics (every logged mean, the whitening of the advantages) are summed across processes before use,
+so every process logs, budgets and moves beta on the same global numbers; DDP all-reduces the gradients,
+so the weights stay identical. Process 0 alone writes checkpoints, metrics and probes; the others wait
+at a barrier after each checkpoint. Under DeepSpeed (untested here) ZeRO-2 works the same way; ZeRO-3
+is refused (every step samples from the whole policy, which ZeRO-3 keeps in slices).
+
 Work folder (``work_dir``): ``checkpoints/step-N/``, ``metrics.jsonl``, ``probes.jsonl``, ``run.json`` (the
 settings a resume must match). It lives outside the stage's atomically written output folder so it
 survives an interruption; the stage copies the result out when training ends.
@@ -52,6 +60,7 @@ from halluguard.ppo.checkpoint import (
     remove_checkpoints_after,
     save_checkpoint,
 )
+from halluguard.ppo.distributed import PPO_ZERO3, write_weights_digest
 from halluguard.ppo.kl import (
     kl_k1,
     kl_k3,
@@ -193,6 +202,8 @@ def ppo_update(model, optimizer, accelerator, rollout: Rollout, old: PolicyPass,
             optimizer.step()
             for key, value in (("policy_loss", pg.loss), ("value_loss", vf.loss), ("clip_frac", pg.clip_frac),
                                ("approx_kl", pg.approx_kl), ("value_clip_frac", vf.clip_frac), ("grad_norm", grad_norm)):
+                if value is None:  # DeepSpeed clips inside its own step and may not report the norm
+                    value = float("nan")
                 stats[key].append(float(value.detach()) if torch.is_tensor(value) else float(value))
     optimizer.zero_grad(set_to_none=True)
     return {k: float(np.mean(v)) for k, v in stats.items()}
@@ -249,15 +260,20 @@ class PpoTrainer:
         self.on_step_end = on_step_end
         self.progress = progress
         self.accelerator = accelerator or make_accelerator(getattr(settings, "use_cpu", None))
+        if self.accelerator.num_processes > 1:
+            # Each process samples its own slice of the prompts: another process count is another run.
+            self.fingerprint["processes"] = self.accelerator.num_processes
         self.model = PolicyWithValue(policy)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=float(settings.learning_rate), weight_decay=0.0)
+        _fit_deepspeed(self.accelerator, settings)
         self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
         self.model.eval()  # dropout off throughout: the update's ratio must compare the function that sampled
         self.controller = make_kl_controller(settings.kl)
         self.probe_indices = prompts.probe_indices(int(settings.probe_prompts), self.seed)
         self.checkpoints = self.work_dir / "checkpoints"
         self.runlog: RunLog | None = None
+        self._local: list[dict] = []  # this process's prompts and rows, for the weights digest (tests)
 
     # -- helpers
     @property
@@ -284,8 +300,14 @@ class PpoTrainer:
         clearing the work folder for a fresh start."""
         found = latest_checkpoint(self.checkpoints, at_most=int(self.settings.steps))
         if self.settings.resume and found is not None:
+            if self.accelerator.state.deepspeed_plugin is not None:
+                raise HalluguardError(
+                    f"ppo.resume=true found an interrupted run in {self.work_dir}, but under DeepSpeed a checkpoint "
+                    "holds process 0's slice of the optimiser state only, so it cannot be continued exactly; set "
+                    "ppo.resume=false to start over, or continue it under DDP (conf/accelerate/ddp_gpu.yml)")
             self._check_same_run()
             return found
+        self.accelerator.wait_for_everyone()  # every process has looked before process 0 clears the folder
         if self.is_main:
             if self.work_dir.exists():
                 shutil.rmtree(self.work_dir)
@@ -344,6 +366,7 @@ class PpoTrainer:
         kl = kl_phase(scores, old, ref, rollout.response_mask, beta, s.kl.penalty)
         row = self._batch_stats(step, beta, rollout, scores, refusals, kl, old)
         row.update({f"time_{k}": round(v, 4) for k, v in timings.items()})
+        self._local.append({"step": step, "prompts": list(indices), "row": row})
         return row, {"rollout": rollout, "old": old, "kl": kl}
 
     def _batch_stats(self, step: int, beta: float, rollout: Rollout, scores: torch.Tensor, refusals: dict,
@@ -431,6 +454,7 @@ class PpoTrainer:
                     break
             chosen = self._choose(last, stop_reason)
             result = self._finish(chosen, last, stop_reason, resumed_from, time.perf_counter() - started)
+            write_weights_digest("ppo", self.unwrapped, {"chosen_step": chosen, "steps": self._local})
         finally:
             bar.close()
             self.runlog.close()
@@ -468,6 +492,26 @@ def make_accelerator(use_cpu: bool | None = None):
 
     cpu = (not torch.cuda.is_available()) if use_cpu is None else bool(use_cpu)
     return Accelerator(cpu=cpu)
+
+
+def _fit_deepspeed(accelerator, settings) -> None:
+    """Fill what DeepSpeed cannot infer without a dataloader (untested here: no GPU, no deepspeed).
+
+    Refuses ZeRO-3: every step samples from the whole policy (``generate`` on the unwrapped model), which
+    ZeRO-3 keeps in slices across processes. A LoRA policy's weights are replicated anyway; ZeRO-2 shards
+    the optimiser state.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    if int(plugin.zero_stage) == 3:
+        raise HalluguardError(PPO_ZERO3)
+    config = plugin.deepspeed_config
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        config["train_micro_batch_size_per_gpu"] = int(settings.mini_batch_size)
+    if config.get("gradient_clipping", "auto") == "auto":
+        # DeepSpeed clips all gradients together, not the policy's and the value head's apart as under DDP.
+        config["gradient_clipping"] = float(settings.max_grad_norm)
 
 
 @contextlib.contextmanager

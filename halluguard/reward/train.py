@@ -86,20 +86,31 @@ def _load_backbone(source: str, model_cfg, finetune: str, keep_layers: int = 0):
     return model, tokenizer
 
 
-def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir: Path, seed: int = 0) -> dict:
+def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir: Path | None,
+                       seed: int = 0) -> dict:
     """Train on ``train_pairs`` (TRL conversational preference rows), save to ``out_dir``; return a summary.
 
     ``out_dir`` receives ``weights/`` (peft adapter + score head, or the full model, with the tokenizer),
     ``reward_model.json`` (how to load it) and ``normalisation.json`` (mean/std of raw scores on train).
+
+    Under ``accelerate launch`` every process calls this (TRL's trainer shards the pairs and all-reduces
+    the gradients); process 0 passes its ``out_dir``, the others None: they train and write nothing. The
+    summary of the others lacks the normalisation and the train accuracy (process 0 computes them).
     """
     import torch
     from datasets import Dataset
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
+    from halluguard.ppo.distributed import deepspeed_zero_stage, write_weights_digest
+
     t = reward_cfg.train
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    # The score head and the LoRA matrices start random, drawn before TRL seeds anything: seed them here, or
+    # two runs with the same seed differ (and so would the processes of one run before DDP's first sync).
+    torch.manual_seed(seed)
     model, tokenizer = _load_backbone(source, model_cfg, t.finetune, int(t.keep_layers))
     rows = list(train_pairs)
     if t.max_pairs and len(rows) > t.max_pairs:
@@ -134,6 +145,26 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
         train_s = time.perf_counter() - start
         history = [h for h in trainer.state.log_history if "loss" in h]
         model = trainer.model
+        write_weights_digest("reward", model)
+        if deepspeed_zero_stage() == 3:  # untested here (no GPU, no deepspeed)
+            # ZeRO-3 leaves each process a slice of every weight: TRL's save gathers one whole copy (every
+            # process must call it), and process 0 reloads that copy to save and normalise below.
+            gathered = Path(scratch) / "gathered"
+            trainer.save_model(str(gathered))
+            if out_dir is not None:
+                model = _reload_gathered(source, model_cfg, t, gathered)
+    summary = {
+        "pairs": dict(prepared.counts),
+        "overlong_policy": t.overlong,
+        "finetune": t.finetune,
+        "steps": int(result.global_step),
+        "train_seconds": round(train_s, 2),
+        "seconds_per_step": round(train_s / max(1, result.global_step), 4),
+        "final_loss": history[-1]["loss"] if history else float(result.training_loss),
+        "train_loss": float(result.training_loss),
+    }
+    if out_dir is None:  # a process other than 0: its shard is trained, process 0 writes
+        return summary
     weights = out_dir / "weights"
     model.save_pretrained(str(weights))
     tokenizer.save_pretrained(str(weights))
@@ -161,18 +192,22 @@ def train_reward_model(train_pairs, source: str, model_cfg, reward_cfg, out_dir:
     n_chosen = len(kept)
     train_acc = float((raw[:n_chosen] > raw[n_chosen:]).float().mean())
     return {
-        "pairs": dict(prepared.counts),
-        "overlong_policy": t.overlong,
-        "finetune": t.finetune,
-        "steps": int(result.global_step),
-        "train_seconds": round(train_s, 2),
-        "seconds_per_step": round(train_s / max(1, result.global_step), 4),
-        "final_loss": history[-1]["loss"] if history else float(result.training_loss),
-        "train_loss": float(result.training_loss),
+        **summary,
         "train_pairwise_accuracy": round(train_acc, 4),
         "normalisation": {"mean": mean, "std": std},
         "loss_history": [{"step": h.get("step"), "loss": h["loss"]} for h in history],
     }
+
+
+def _reload_gathered(source: str, model_cfg, t, folder: Path):
+    """The trained reward model from the whole copy ``trainer.save_model`` gathered under ZeRO-3."""
+    model, _ = _load_backbone(source if t.finetune == "lora" else str(folder), model_cfg, t.finetune,
+                              int(t.keep_layers) if t.finetune == "lora" else 0)
+    if t.finetune == "lora":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(folder))
+    return model
 
 
 def load_summary(folder: Path) -> dict:

@@ -26,6 +26,10 @@ While PPO trains, its checkpoints and logs live in ``<paths.runs>/<exp>/<ppo.alg
 atomically written folder (whose temporary copy is thrown away on failure), so an interrupted run keeps
 them and ``ppo.resume=true`` continues it. When training ends they are linked into the output folder and
 the work folder is removed; a finished run is never resumed, only an interrupted one.
+
+Several processes (``accelerate launch ... -m halluguard.cli ppo``, ``ppo.algo=ppo``): each samples its
+slice of every step's prompts, statistics and gradients are all-reduced (:mod:`halluguard.ppo.trainer`),
+and process 0 writes the folder while the others wait at a barrier. ``ppo.batch_size`` is per process.
 """
 
 from __future__ import annotations
@@ -57,8 +61,18 @@ def work_dir(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> Manifest:
+    from halluguard.ppo.distributed import PPO_ZERO3, check_launch, deepspeed_zero_stage, quiet_unless_main, world_size
+
+    check_launch("ppo")
+    quiet_unless_main()
     if cfg.ppo.algo == "ppo":
+        if deepspeed_zero_stage() == 3:  # before anything loads (the trainer checks again)
+            raise HalluguardError(PPO_ZERO3)
         return _run_ppo(cfg)
+    if world_size() > 1:  # every process would write the same folder
+        raise HalluguardError(f"ppo.algo={cfg.ppo.algo} runs in one process only (its outputs are not written by "
+                              f"process 0 alone yet): run `halluguard ppo ppo.algo={cfg.ppo.algo} ...` without "
+                              "`accelerate launch`; ppo.algo=ppo, sft and reward run under it")
     return _run_baseline(cfg)
 
 
@@ -141,7 +155,8 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
                          fingerprint=fingerprint, run_name=f"{cfg.exp}/{p.algo}")
     result = trainer.train()
     final = output_dir(cfg)
-    if not trainer.accelerator.is_main_process:  # one process writes; the others are done
+    if not trainer.accelerator.is_main_process:  # one process writes; the others wait for it
+        trainer.accelerator.wait_for_everyone()
         manifest.path = final / "manifest.json"
         return manifest
 
@@ -167,6 +182,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         manifest.duration_s = round(time.perf_counter() - started, 3)
         manifest.write(out)
     shutil.rmtree(work, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()  # the others leave only once the folder is in place
     manifest.path = final / "manifest.json"
     _print_result(result, metrics, final)
     return manifest

@@ -8,6 +8,10 @@ Outputs (``runs/<exp>/reward/``, written atomically):
 * ``eval.json`` - held-out pairwise accuracy per pair kind for the reward model and the rule-only score,
   score distributions per response class, OOK fabrications above the median OOK refusal, throughput
 * ``scores.png`` - the score distributions; ``summary.md`` - the same, for a person
+
+Several processes (``accelerate launch ... -m halluguard.cli reward``): every process trains its shard of
+the pairs (TRL's trainer, gradients all-reduced); process 0 then saves, normalises, evaluates and writes
+the folder while the others wait at a barrier (see :mod:`halluguard.ppo.distributed`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def run(cfg: DictConfig) -> Manifest:
     from datasets import load_from_disk
 
     from halluguard.models import load_tokenizer, resolve_policy_source
+    from halluguard.ppo.distributed import check_launch, is_main, quiet_unless_main, wait_for_everyone
     from halluguard.refusal import RefusalDetector
     from halluguard.retrieval import Encoder
     from halluguard.reward.evaluate import (accuracy_table, evaluate_pairs, load_build_context, meets_targets,
@@ -38,6 +43,8 @@ def run(cfg: DictConfig) -> Manifest:
     from halluguard.reward.scoring import RewardModelScorer
     from halluguard.reward.train import train_reward_model
 
+    check_launch("reward")
+    quiet_unless_main()
     start = time.perf_counter()
     build_dir = stage_dir(cfg, "build")
     build = Manifest.load(build_dir)
@@ -59,6 +66,12 @@ def run(cfg: DictConfig) -> Manifest:
     manifest.add_input("pairs", pairs_path)
     manifest.add_input("build_manifest", build.path)
     final = stage_dir(cfg, "reward")
+    if not is_main():  # train this process's shard; process 0 writes everything
+        if not rcfg.reward_model:
+            train_reward_model(pairs["train"], backbone, cfg.model, rcfg, None, seed=cfg.seed)
+        wait_for_everyone()
+        manifest.path = final / "manifest.json"
+        return manifest
     with atomic_dir(final) as out:
         rm_dir = out / "reward_model"
         if rcfg.reward_model:
@@ -98,6 +111,7 @@ def run(cfg: DictConfig) -> Manifest:
         }
         manifest.duration_s = round(time.perf_counter() - start, 3)
         manifest.write(out)
+    wait_for_everyone()  # the others leave only once the folder is in place
     manifest.path = final / "manifest.json"
     print("\nreward model vs rule-only and hybrid scores, held-out pairwise accuracy (chosen scored above rejected):")
     print(table)

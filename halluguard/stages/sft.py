@@ -11,6 +11,10 @@ a few ``heldout`` prompts are answered afterwards for a person to read). Outputs
 * ``metrics.jsonl`` - TRL's log every ``sft.logging_steps``; ``loss.png`` - the loss curve
 * ``samples.jsonl`` - greedy answers of the trained model to held-out prompts beside the chosen response
 * ``summary.md`` - all of it for a person
+
+Several processes (``accelerate launch ... -m halluguard.cli sft``): every process trains its shard of the
+examples (TRL's trainer, gradients all-reduced); process 0 then saves, answers the held-out samples and
+writes the folder while the others wait at a barrier (see :mod:`halluguard.ppo.distributed`).
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ def run(cfg: DictConfig) -> Manifest:
     from datasets import load_from_disk
 
     from halluguard.models import load_tokenizer, resolve_policy_source
+    from halluguard.ppo.distributed import check_launch, is_main, quiet_unless_main, wait_for_everyone
     from halluguard.sft import prepare_examples, train_sft
 
+    check_launch("sft")
+    quiet_unless_main()
     start = time.perf_counter()
     build = Manifest.load(stage_dir(cfg, "build"))
     pairs_path = build.output_path("pairs")
@@ -47,12 +54,16 @@ def run(cfg: DictConfig) -> Manifest:
     s = cfg.sft
     examples = prepare_examples(list(pairs["train"]), load_tokenizer(source, cfg.model), s.max_length,
                                 s.max_examples, seed=cfg.seed, balance_labels=s.balance_labels)
-    _print_examples(examples, s.max_length)
-
     manifest = Manifest(stage="sft", exp=cfg.exp, config=to_plain(cfg))
+    final = stage_dir(cfg, "sft")
+    if not is_main():  # train this process's shard; process 0 writes everything
+        train_sft(examples, source, cfg.model, s, None, seed=cfg.seed)
+        wait_for_everyone()
+        manifest.path = final / "manifest.json"
+        return manifest
+    _print_examples(examples, s.max_length)
     manifest.add_input("pairs", pairs_path)
     manifest.add_input("build_manifest", build.path)
-    final = stage_dir(cfg, "sft")
     with atomic_dir(final) as out:
         info = train_sft(examples, source, cfg.model, s, out, seed=cfg.seed)
         write_jsonl(out / "examples.jsonl", ({k: v for k, v in r.items() if k not in ("input_ids", "labels")}
@@ -81,6 +92,7 @@ def run(cfg: DictConfig) -> Manifest:
         manifest.metrics = metrics
         manifest.duration_s = round(time.perf_counter() - start, 3)
         manifest.write(out)
+    wait_for_everyone()  # the others leave only once the folder is in place
     manifest.path = final / "manifest.json"
     print(f"\nsft: {info['steps']} steps in {info['train_seconds']} s ({info['seconds_per_step']} s/step), "
           f"final loss {info['final_loss']:.4f}")
