@@ -18,6 +18,12 @@ from halluguard import __version__
 from halluguard.errors import HalluguardError, did_you_mean
 from halluguard.stages import DESCRIPTIONS, STAGES
 
+# `export-rl` is registered here, beside the registry in halluguard.stages (whose set of stages the tests pin):
+# it runs through the same path as every stage (validated config, `run(cfg) -> Manifest`).
+STAGES = {**STAGES, "export-rl": "halluguard.stages.export_rl"}
+DESCRIPTIONS = {**DESCRIPTIONS,
+                "export-rl": "the build's prompts, pairs and reward as veRL / OpenRLHF / TRL files, with launch commands"}
+
 GROUPS = ("model", "retriever", "kb", "prompt", "builder", "reward", "sft", "ppo", "eval")
 
 USAGE = """usage: halluguard <stage> [key=value ...] [hydra flags]
@@ -26,7 +32,7 @@ Train a language model *when* to answer: refuse where the knowledge base has no 
 
 stages:
 """ + "\n".join(
-    f"  {name:<8} {DESCRIPTIONS[name]}{'' if STAGES[name] else '  [not implemented yet]'}" for name in STAGES
+    f"  {name:<9} {DESCRIPTIONS[name]}{'' if STAGES[name] else '  [not implemented yet]'}" for name in STAGES
 ) + """
 
 examples:
@@ -38,6 +44,7 @@ examples:
   halluguard ask "Is roaming free?" exp=demo   retrieval, probe verdict, untrained and trained answers
   halluguard ask exp=demo                      the same for questions typed one by one (stdin)
   halluguard export exp=demo                   runs/demo/export/<policy>/: a standalone HF model folder
+  halluguard export-rl exp=demo export_rl.format=verl   runs/demo/export_rl/verl/: veRL parquet + reward
 
 Outputs go to runs/<exp>/<stage>/ with a manifest.json. See README.md.
 """

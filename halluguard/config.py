@@ -33,6 +33,7 @@ class DType(str, Enum):
 class IndexKind(str, Enum):
     flat = "flat"  # exact inner product: right for up to a few hundred thousand passages
     ivf = "ivf"  # inverted lists: approximate, for millions of passages
+    ivfpq = "ivfpq"  # inverted lists of product-quantised codes: approximate and ~30x smaller than ivf
 
 
 class PromptMode(str, Enum):
@@ -70,7 +71,19 @@ class RetrieverConfig:
     nprobe: int = 16
     """IVF cells searched per query (higher = closer to exact, slower)."""
     train_size: int = 100_000
-    """IVF is trained on a random sample of at most this many passage vectors."""
+    """IVF is trained on a random sample of at most this many passage vectors (seeded by ``seed``)."""
+    pq_m: int = 96
+    """IVF-PQ: sub-quantizers per vector, i.e. bytes stored per vector at ``pq_bits=8`` (96 for 384 dims:
+    96 bytes instead of 1,536). Must divide the encoder's dimension; fewer is smaller but loses recall."""
+    pq_bits: int = 8
+    """IVF-PQ: bits per sub-quantizer code (1 to 16); training needs at least ``2**pq_bits`` vectors."""
+    shard_size: int = 50_000
+    """Sharded builds (``build_sharded_index``): passages encoded, saved and added to the index per shard;
+    an interrupted run redoes at most one shard."""
+    recall_k: int = 10
+    """Sharded builds: the k of the recall@k against exact search recorded in ``index.json``."""
+    recall_queries: int = 1000
+    """Sharded builds: passage vectors sampled (seeded) as queries for that recall@k; 0 skips it."""
     batch_size: int = 64
     """Texts per encoder batch; also queries per FAISS search batch."""
     max_seq_length: int = 256
@@ -464,6 +477,30 @@ class ExportConfig:
     """``auto`` (ppo when ``runs/<exp>/ppo`` exists, else sft), ``sft``, ``ppo``, ``dpo`` or ``grpo``."""
 
 
+EXPORT_RL_FORMATS = ("verl", "openrlhf", "trl")
+"""What ``export_rl.format`` names (or ``all``): the RL engines whose data formats ``halluguard export-rl`` writes."""
+EXPORT_RL_SCORERS = ("rules", "rm", "hybrid")
+
+
+@dataclass
+class ExportRlConfig:
+    """``halluguard export-rl``: the build's prompts and preference pairs, and halluguard's reward, in the files an
+    outside RL engine reads (veRL, OpenRLHF, TRL with vLLM), with the command lines that launch it, written to
+    ``<paths.runs>/<exp>/export_rl/<format>/``. The engines are not installed or run by halluguard."""
+
+    format: str = "verl"
+    """``verl`` (parquet + ``compute_score``), ``openrlhf`` (JSONL + ``reward_func`` file), ``trl`` (JSONL dataset
+    folders + a reward function for ``GRPOTrainer``/``RLOOTrainer``) or ``all`` (the three, one folder each)."""
+    scorer: str = "rules"
+    """What the exported reward functions call: ``rules`` (the refusal detector and the rule terms of
+    ``reward.rules``: no GPU model), ``rm`` or ``hybrid`` (the trained reward model of ``halluguard reward``, which
+    must have run; ``hybrid`` adds the rule terms, as ``reward.scorer=hybrid``)."""
+    model: str = "auto"
+    """The policy written into the launch commands: ``auto`` (the SFT reference merged by ``halluguard export
+    export.policy=sft``, else another exported policy, else the ``sft`` stage's model, else ``model.name_or_path``;
+    the choice is printed) or a model folder or hub id."""
+
+
 @dataclass
 class AskConfig:
     """``halluguard ask``: one question (or a stdin loop) answered by the reference and the trained policy,
@@ -517,6 +554,7 @@ class RootConfig:
     ppo: PpoConfig = field(default_factory=PpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    export_rl: ExportRlConfig = field(default_factory=ExportRlConfig)
     ask: AskConfig = field(default_factory=AskConfig)
 
 
@@ -570,6 +608,9 @@ def _check_values(cfg: DictConfig) -> None:
         "retriever.batch_size": cfg.retriever.batch_size,
         "retriever.nprobe": cfg.retriever.nprobe,
         "retriever.train_size": cfg.retriever.train_size,
+        "retriever.pq_m": cfg.retriever.pq_m,
+        "retriever.shard_size": cfg.retriever.shard_size,
+        "retriever.recall_k": cfg.retriever.recall_k,
         "retriever.max_seq_length": cfg.retriever.max_seq_length,
         "prompt.passages": cfg.prompt.passages,
         "kb.chunk_words": cfg.kb.chunk_words,
@@ -583,12 +624,18 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'kb.chunk_overlap' must be in [0, kb.chunk_words), got {cfg.kb.chunk_overlap}")
     if cfg.retriever.nlist < 0:
         raise ConfigError(f"config key 'retriever.nlist' must be >= 0 (0 = automatic), got {cfg.retriever.nlist}")
+    if not 1 <= cfg.retriever.pq_bits <= 16:
+        raise ConfigError(f"config key 'retriever.pq_bits' must be in 1..16 (8 is usual), got {cfg.retriever.pq_bits}")
+    if cfg.retriever.recall_queries < 0:
+        raise ConfigError("config key 'retriever.recall_queries' must be >= 0 (0 = no recall measurement), "
+                          f"got {cfg.retriever.recall_queries}")
     _check_run(cfg.run)
     _check_reward(cfg.reward)
     _check_sft(cfg.sft)
     _check_ppo(cfg.ppo)
     _check_eval(cfg.eval)
     _check_use(cfg)
+    _check_export_rl(cfg.export_rl)
     _check_languages(cfg)
 
 
@@ -732,6 +779,14 @@ def _check_use(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'ask.max_new_tokens' must be positive, got {cfg.ask.max_new_tokens}")
     if cfg.ask.passage_chars < 0:
         raise ConfigError(f"config key 'ask.passage_chars' must be >= 0, got {cfg.ask.passage_chars}")
+
+
+def _check_export_rl(e: DictConfig) -> None:
+    """``halluguard export-rl``: a known format and scorer, and a model when one is named."""
+    _require_choices({"export_rl.format": (e.format, (*EXPORT_RL_FORMATS, "all")),
+                      "export_rl.scorer": (e.scorer, EXPORT_RL_SCORERS)})
+    if not str(e.model or "").strip():
+        raise ConfigError("config key 'export_rl.model' is empty: give `auto` or a model folder / hub id")
 
 
 def schema_paths() -> set[str]:
