@@ -85,8 +85,10 @@ def matmul_rates(size: int, repeats: int) -> dict:
            "torch_matmul_gflops": round(flops / median_seconds(lambda: a @ b, repeats, warmup=3) / 1e9, 1)}
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), size)
-        fn = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")  # noqa: E731
-        out["onednn_gflops"] = round(flops / median_seconds(fn, repeats, warmup=3) / 1e9, 1)
+        def onednn_product():
+            return torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+
+        out["onednn_gflops"] = round(flops / median_seconds(onednn_product, repeats, warmup=3) / 1e9, 1)
     return out
 
 
@@ -226,6 +228,18 @@ class _ForwardOnly:
 
 # ---------------------------------------------------------------- figures
 
+def timed_run(fn, prompts: list[str], batch_size: int, new_tokens: int, repeats: int) -> tuple[float, list]:
+    """``fn(prompts, new_tokens)`` timed: one warm-up batch of 8 tokens, then the median of ``repeats`` runs; and
+    the token ids of the last run."""
+    fn(prompts[:batch_size], 8)
+    holder: dict = {}
+
+    def run():
+        holder["ids"] = fn(prompts, new_tokens)
+
+    return median_seconds(run, repeats, warmup=0), holder["ids"]
+
+
 def figures(name: str, seconds: float, prompt_tokens: int, ids: list[list[int]], reference: list[list[int]],
             params: int, bounds: dict) -> dict:
     new = sum(len(r) for r in ids)
@@ -313,17 +327,12 @@ def main() -> int:
         prompt_tokens = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
         print(f"\nbatch {batch_size}: {len(prompts)} prompts, {prompt_tokens / len(prompts):.0f} prompt tokens on average, "
               f"{args.new_tokens} new tokens at most", flush=True)
-        results = {}
-
-        def timed(key, fn):
-            fn_short = lambda: fn(prompts[:batch_size], 8)  # noqa: E731 - warm-up: one batch, 8 tokens
-            fn_short()
-            holder = {}
-            seconds = median_seconds(lambda: holder.update(ids=fn(prompts, args.new_tokens)), args.repeats, warmup=0)
-            results[key] = (seconds, holder["ids"])
-
-        timed("plain", lambda ps, n: plain_generate(model, tokenizer, ps, batch_size, n))
-        timed("project", lambda ps, n: project_generate(model, tokenizer, ps, batch_size, n))
+        results = {
+            "plain": timed_run(lambda ps, n, b=batch_size: plain_generate(model, tokenizer, ps, b, n),
+                               prompts, batch_size, args.new_tokens, args.repeats),
+            "project": timed_run(lambda ps, n, b=batch_size: project_generate(model, tokenizer, ps, b, n),
+                                 prompts, batch_size, args.new_tokens, args.repeats),
+        }
         reference = results["plain"][1]
         entry = {"batch_size": batch_size, "prompts": len(prompts), "mean_prompt_tokens": round(prompt_tokens / len(prompts), 1),
                  "max_new_tokens": args.new_tokens, "paths": []}
@@ -347,7 +356,9 @@ def main() -> int:
               "machine": machine, "load_average_before": load_before, "load_average_after": load_average(),
               "model": cfg.model.name_or_path, "dtype": "float32", "parameters": params,
               "flops_per_token": 2 * params, "repeats": args.repeats, "onednn_pack_s": pack_s, "matmul": bounds, "batches": rows,
-              "variants": variants, "heldout_identity": heldout}
+              "variants": variants, "variant_batch": args.variant_batch if args.variants else None,
+              "variant_prompts": max(args.prompts, args.variant_batch) if args.variants else None,
+              "heldout_identity": heldout}
     print(f"\nload average after: {report['load_average_after']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -433,18 +444,15 @@ def run_variants(model, tokenizer, prompts, args, params: int, bounds: dict) -> 
             print(f"  torch.compile failed after {time.perf_counter() - start:.0f} s: {compile_error}", flush=True)
     reference, out = None, []
     for name, fn in tried:
-        fn(prompts[:b], 8)
-        holder = {}
-        seconds = median_seconds(lambda: holder.update(ids=fn(prompts, n)), args.repeats, warmup=0)
-        reference = reference or holder["ids"]
-        row = figures(name, seconds, prompt_tokens, holder["ids"], reference, params, bounds)
+        seconds, ids = timed_run(fn, prompts, b, n, args.repeats)
+        reference = reference or ids
+        row = figures(name, seconds, prompt_tokens, ids, reference, params, bounds)
         if name.startswith("torch.compile"):
             row["compile_and_first_call_s"] = round(compile_s, 1)
         out.append(row)
         show(row)
     if compile_error:
         out.append({"path": "torch.compile(forward, dynamic), own loop", "failed": compile_error})
-    del bf16
     return out
 
 

@@ -20,8 +20,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 NOT_RECORDED = "not recorded"
@@ -29,7 +30,7 @@ NOT_RECORDED = "not recorded"
 
 # ---------------------------------------------------------------- one figure
 
-def figure(what: str, value: Any, unit: str, ratio: Optional[float] = None, ratio_of: str = "") -> dict:
+def figure(what: str, value: Any, unit: str, ratio: float | None = None, ratio_of: str = "") -> dict:
     """One measured figure; ``ratio`` is a ratio the benchmark recorded, ``ratio_of`` says what it divides."""
     row = {"what": what, "value": value, "unit": unit}
     if ratio is not None:
@@ -166,8 +167,10 @@ def read_generation(data: dict) -> list[dict]:
                 same = ("identical" if path["identical_to_plain_generate"]
                         else f"{path['prompts_differing']} prompts differ")
                 out.append(figure(f"greedy tokens against plain model.generate, {setting}", same, ""))
+    at = (f" (batch {data['variant_batch']}, {data.get('variant_prompts', '?')} prompts)"
+          if data.get("variant_batch") else "")
     for path in data.get("variants", []):
-        what = f"generation variant: {path['path'].strip()}"
+        what = f"generation variant{at}: {path['path'].strip()}"
         if "failed" in path:
             out.append(figure(what, f"failed: {path['failed']}", ""))
             continue
@@ -187,7 +190,7 @@ READERS: dict[str, Callable[[Any], list[dict]]] = {
 }
 
 
-def reader_for(stem: str) -> Optional[Callable[[Any], list[dict]]]:
+def reader_for(stem: str) -> Callable[[Any], list[dict]] | None:
     """The reader of ``<stem>.json``: by exact name, else by prefix (``ppo_tiny`` -> ppo, ``eval500`` -> eval)."""
     if stem in READERS:
         return READERS[stem]
@@ -297,10 +300,10 @@ def markdown(rows: list[dict], generated: str) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Collected by `benchmarks/run_all.py` on {generated} from `benchmarks/out/*.json` (one row per measured "
-        "figure; rebuild with `python benchmarks/run_all.py --collect-only`). *ratio* is the ratio the benchmark "
-        "recorded, with what it divides in brackets; *when* and *machine* are what the file records "
-        f"(\"{NOT_RECORDED}\" when it records nothing; the file's modification time when it has no date).",
+        (f"Collected by `benchmarks/run_all.py` on {generated} from `benchmarks/out/*.json` (one row per measured "
+         "figure; rebuild with `python benchmarks/run_all.py --collect-only`). *ratio* is the ratio the benchmark "
+         "recorded, with what it divides in brackets; *when* and *machine* are what the file records "
+         f"(\"{NOT_RECORDED}\" when it records nothing; the file's modification time when it has no date)."),
         "",
         "| benchmark | what | value | unit | ratio | when | machine | source |",
         "|---|---|---:|---|---:|---|---|---|",
@@ -347,7 +350,7 @@ def run_scripts(only: str) -> int:
     return 1 if failed else 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated names (bench_<name>.py)")
     parser.add_argument("--collect-only", action="store_true",

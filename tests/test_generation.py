@@ -160,7 +160,7 @@ def test_outputs_come_back_in_the_callers_order(tiny):
 
 def test_sampling_is_seeded_and_draws_what_generate_draws(tiny):
     model, tok = tiny
-    kwargs = dict(max_new_tokens=10, batch_size=4, temperature=0.9, top_p=0.95)
+    kwargs = {"max_new_tokens": 10, "batch_size": 4, "temperature": 0.9, "top_p": 0.95}
     first = generation.generate_ids(model, tok, PROMPTS, seed=7, **kwargs)
     assert generation.generate_ids(model, tok, PROMPTS, seed=7, **kwargs) == first
     assert generation.generate_ids(model, tok, PROMPTS, seed=8, **kwargs) != first
