@@ -853,6 +853,12 @@ def to_plain(cfg: DictConfig) -> dict:
     return data
 
 
+def plain_text(value: Any) -> str | dict:
+    """A per-language config text (``prompt.system``, ``eval.gate_refusal``, ...) as plain data: a string,
+    or ``{language: string}``."""
+    return to_plain(value) if isinstance(value, DictConfig) else str(value)
+
+
 def conf_dir() -> Path:
     """The project's ``conf/`` folder (``HALLUGUARD_CONF`` points elsewhere)."""
     env = os.environ.get("HALLUGUARD_CONF")

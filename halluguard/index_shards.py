@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from halluguard.artifacts import atomic_write_json, write_jsonl
+from halluguard.artifacts import atomic_write_bytes, atomic_write_json, write_jsonl
 from halluguard.errors import HalluguardError
 from halluguard.kb import Passage
 from halluguard.retrieval import (INDEX_FILE, INFO_FILE, PASSAGES_FILE, Encoder, IndexInfo, KnowledgeIndex,
@@ -104,17 +104,7 @@ def _save_shard(path: Path, vectors: np.ndarray) -> str:
     buf = io.BytesIO()
     np.save(buf, vectors, allow_pickle=False)
     data = buf.getvalue()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -113,21 +113,14 @@ def stage_exists(cfg, name: str) -> bool:
     return (stage_dir(cfg, name) / MANIFEST).is_file()
 
 
-def _plain(value):
-    """A config text as a plain ``str`` or ``dict`` (one text per language), never an OmegaConf node."""
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
-
-
 def resolve_source(cfg, name: str) -> PolicySource:
     """Where policy ``name``'s weights are; raises :class:`Unavailable` with the reason when absent."""
-    from halluguard.config import resolve_cache_dir
+    from halluguard.config import plain_text, resolve_cache_dir
     from halluguard.models import resolve_policy_source
 
     if name in ("reference", "prompt_only"):
         base = resolve_policy_source(cfg.model.name_or_path, resolve_cache_dir(cfg))
-        system = _plain(cfg.eval.prompt_only_system) if name == "prompt_only" else None
+        system = plain_text(cfg.eval.prompt_only_system) if name == "prompt_only" else None
         return PolicySource(base=base, system=system, revision=cfg.model.revision)
     if name == "sft":
         from halluguard.sft import (

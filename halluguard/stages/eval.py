@@ -48,7 +48,7 @@ from halluguard.artifacts import (
     atomic_write_text,
     write_jsonl,
 )
-from halluguard.config import stage_dir, to_plain
+from halluguard.config import plain_text, stage_dir, to_plain
 from halluguard.errors import ConfigError, HalluguardError
 
 log = logging.getLogger("halluguard.eval")
@@ -135,7 +135,7 @@ def prepare_questions(cfg, build: Manifest, encoder):
         "with_gold_answers": sum(1 for q in questions if q.answers),
         "context_holds_answer": sum(1 for q in questions if q.evidence_holds_answer),
         "overlap": overlap,
-        "gate": {"max_top1": float(ecfg.gate_max_top1), "refusal": _texts(ecfg.gate_refusal), "top1_from": gate_counts},
+        "gate": {"max_top1": float(ecfg.gate_max_top1), "refusal": plain_text(ecfg.gate_refusal), "top1_from": gate_counts},
     }
     return questions, data
 
@@ -145,7 +145,7 @@ def refusal_detector(cfg, encoder):
     from halluguard.refusal import RefusalDetector
 
     detector = RefusalDetector(encoder=encoder, threshold=cfg.reward.refusal_threshold)
-    texts = _texts(cfg.eval.gate_refusal)
+    texts = plain_text(cfg.eval.gate_refusal)
     for lang, text in (texts.items() if isinstance(texts, dict) else [("", texts)]):
         if not bool(detector.is_refusal([text])[0]):
             key = f"eval.gate_refusal.{lang}" if lang else "eval.gate_refusal"
@@ -153,13 +153,6 @@ def refusal_detector(cfg, encoder):
                               "sentence that declines to answer (e.g. \"I'm sorry, the documents I have do not "
                               "contain the answer.\")")
     return detector
-
-
-def _texts(value):
-    """A per-language config text as plain data: a string, or {language: string}."""
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else str(value)
 
 
 # ---------------------------------------------------------------- models
@@ -178,7 +171,7 @@ def evaluate(cfg, specs, questions, detector) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ecfg = cfg.eval
-    max_top1, refusal_text = float(ecfg.gate_max_top1), _texts(ecfg.gate_refusal)
+    max_top1, refusal_text = float(ecfg.gate_max_top1), plain_text(ecfg.gate_refusal)
     policies = {}
     for spec in specs:  # each policy runs once, even when a gated model also needs it
         if spec.policy and spec.policy not in policies:
