@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The longer quality experiment for one GPU: the chain the CPU demo cannot afford, on the demo build.
+#
+#   benchmarks/quality_gpu.sh OUT_DIR [EXP]
+#
+# Needs a finished `halluguard build exp=EXP` (default EXP=gpu) in runs/EXP/build and a CUDA device.
+# Runs, each step only while the time budget allows (QUALITY_BUDGET_S, default 480 s; the device
+# loans here are 15 minutes in all):
+#   A. sft (3 epochs instead of the CPU demo's 0.65), reward (1 epoch), ppo (the default KL budget 1.0), eval
+#      of every model: the question of issues #5/#7 with an SFT reference trained to convergence;
+#   B. ppo again from the same SFT reference and reward with KL budget and target 3.0, eval of ppo and gated_ppo:
+#      a second point on the trade-off curve;
+#   C. the DPO baseline (1 epoch) on the same SFT reference, eval of dpo.
+# QUALITY_OVERRIDES (space-separated Hydra overrides) is added to every halluguard call, e.g. a prompt or reward
+# setting under test; the build in runs/EXP/build must have been made with the same build-time settings.
+# Everything a person reads comes back under OUT_DIR: log.txt (the printed tables), and results.tar.gz
+# (each run's eval results/report/samples, PPO metrics and curves, stage manifests), refreshed after each step.
+set -uo pipefail
+
+OUT_DIR=${1:?usage: quality_gpu.sh OUT_DIR [EXP]}
+EXP=${2:-gpu}
+BUDGET=${QUALITY_BUDGET_S:-480}
+read -r -a EXTRA <<< "${QUALITY_OVERRIDES:-}"
+START=$(date +%s)
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/log.txt"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+
+elapsed() { echo $(( $(date +%s) - START )); }
+say() { echo "[quality_gpu +$(elapsed)s] $*" | tee -a "$LOG"; }
+
+collect() {  # the small files of every run so far, one archive (the loan returns at most 8 files)
+    local files=()
+    for run in runs/"$EXP" runs/"$EXP"-b3 runs/"$EXP"-dpo; do
+        for f in eval/results.json eval/report.md eval/samples.jsonl eval/ppo_curves.png ppo/metrics.jsonl \
+                 ppo/curves.png ppo/manifest.json ppo/probes.jsonl dpo/manifest.json dpo/metrics.jsonl \
+                 sft/manifest.json sft/samples.jsonl sft/metrics.jsonl reward/manifest.json reward/eval.json \
+                 ppo/summary.md dpo/summary.md run/manifest.json; do
+            [ -f "$run/$f" ] && files+=("$run/$f")
+        done
+    done
+    [ ${#files[@]} -gt 0 ] && tar czf "$OUT_DIR/results.tar.gz.tmp" "${files[@]}" && \
+        mv "$OUT_DIR/results.tar.gz.tmp" "$OUT_DIR/results.tar.gz"
+}
+
+step() {  # step NAME MIN_SECONDS_LEFT command...: skipped when less than MIN_SECONDS_LEFT of the budget is left
+    local name=$1 need=$2; shift 2
+    local left=$(( BUDGET - $(elapsed) ))
+    if [ "$left" -lt "$need" ]; then
+        say "skip $name: ${left}s of the budget left, it needs about ${need}s"
+        return 1
+    fi
+    say "start $name: $*"
+    timeout "$left" "$@" 2>&1 | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    say "end $name: exit $rc"
+    collect
+    return "$rc"
+}
+
+[ -f "runs/$EXP/build/manifest.json" ] || { echo "runs/$EXP/build is missing: run halluguard build exp=$EXP first" >&2; exit 2; }
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" | tee -a "$LOG" || exit 2
+
+# A: the chain with a converged SFT reference.
+step "A (sft 3 epochs, reward, ppo, eval)" 240 \
+    halluguard run exp="$EXP" 'run.stages=[sft,reward,ppo,eval]' \
+        sft.max_steps=-1 sft.epochs=3 reward.train.max_steps=-1 reward.train.epochs=1 \
+        ppo.steps=40 eval.batch_size=64 "${EXTRA[@]}" || { say "A failed"; exit 1; }
+
+# B: a looser KL budget on the same reference and reward.
+rm -rf "runs/$EXP-b3" && mkdir -p "runs/$EXP-b3" && cp -r "runs/$EXP/build" "runs/$EXP/sft" "runs/$EXP/reward" "runs/$EXP-b3/"
+step "B (ppo, KL budget 3)" 120 \
+    halluguard run exp="$EXP-b3" 'run.stages=[ppo,eval]' ppo.steps=40 ppo.kl.budget=3.0 ppo.kl.target=3.0 \
+        'eval.models=[ppo,gated_ppo]' eval.batch_size=64 "${EXTRA[@]}"
+
+# C: DPO on the same pairs from the same reference (its own folder: eval would overwrite A's).
+rm -rf "runs/$EXP-dpo" && mkdir -p "runs/$EXP-dpo" && cp -r "runs/$EXP/build" "runs/$EXP/sft" "runs/$EXP/reward" "runs/$EXP-dpo/"
+step "C (dpo baseline, 1 epoch)" 90 \
+    halluguard run exp="$EXP-dpo" 'run.stages=[ppo,eval]' ppo.algo=dpo ppo.dpo.max_steps=-1 ppo.dpo.epochs=1 \
+        'eval.models=[dpo,gated_dpo]' eval.batch_size=64 "${EXTRA[@]}"
+
+say "done"
+collect
