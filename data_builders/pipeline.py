@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from data_builders import filters, report, responses, splits, synthesis
+from data_builders import filters, parallel, report, responses, splits, synthesis
 from data_builders.answer_types import contains_answer
 from data_builders.probe import AMBIGUOUS, IK, OOK, agreement, probe_questions
 from data_builders.records import (FABRICATION_ON_POLICY, OOK_REFUSAL_VS_FABRICATION, PAIR_KINDS, Case, Pair,
@@ -35,7 +35,7 @@ from halluguard.errors import HalluguardError
 from halluguard.kb import Passage, Question
 from halluguard.language import check_language, count_languages, detect_language
 from halluguard.models import language_warnings
-from halluguard.prompting import build_messages
+from halluguard.prompting import build_messages, wants_retrieval_score
 from halluguard.retrieval import Encoder, Hit, KnowledgeIndex, passage_text
 
 log = logging.getLogger("halluguard.build")
@@ -114,44 +114,17 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
         log.warning(warning)
     lap("probe")
 
-    # 5. cases (+ synthesis from ik questions)
-    cases: dict[str, list[Case]] = {"train": [], "heldout": []}
-    synth_counts: Counter = Counter()
-    for q, g, h, r in zip(questions, groups, hits, results):
-        side = "heldout" if q.id in held_ids else "train"
-        if r.label == AMBIGUOUS:
-            continue
-        evidence = [x.passage for x in h[:k]]
-        base = Case(id=q.id, question=q.question, label=r.label, kind=q.kind or r.label, evidence=evidence,
-                    answers=list(q.answers), source_question_id=q.id, group=g,
-                    meta={**q.meta, "passage_id": q.passage_id, "language": language_of[q.id]})
-        cases[side].append(base)
-        if r.label == IK and q.answers:
-            made = synthesis.synthesize(q, evidence, [x.passage for x in h], passages, bcfg.synthesis, k, rng,
-                                        language=language_of[q.id], counts=synth_counts)
-            for case in made:
-                case.group = g
-                case.meta.setdefault("passage_id", q.passage_id)
-                case.meta["language"] = language_of[q.id]
-                ok, why = synthesis.verify_ook(case, q.answers)
-                synth_counts[f"{case.kind}:{'kept' if ok else 'rejected'}"] += 1
-                if ok:
-                    cases[side].append(case)
-            synth_counts["attempted"] += 1
-    lap("cases")
-
-    # 6. pairs
-    pairs: dict[str, list[Pair]] = {}
-    neighbours_of = {q.id: [x.passage for x in h] for q, h in zip(questions, hits)}
-    for side, side_cases in cases.items():
-        side_pairs = []
-        for case in side_cases:
-            neigh = [p for p in neighbours_of.get(case.source_question_id, []) if p.id not in {e.id for e in case.evidence}]
-            side_pairs += responses.make_pairs(case, neigh, passages, bcfg.negatives, rng,
-                                               refusals_per_case=bcfg.refusals_per_case)
-        pairs[side] = side_pairs
+    # 5-6. cases (+ synthesis from ik questions) and their pairs, per question: in shards over
+    # builder.num_proc processes, each question with its own RNG, so the output does not depend on num_proc
+    cases, pairs, synth_counts = _cases_and_pairs(cfg, questions, groups, hits, results, held_ids, language_of,
+                                                  passages, by_id, int(bcfg.num_proc))
     case_by_id = {c.id: c for side in cases.values() for c in side}
-    lap("pairs")
+    lap("cases_and_pairs")
+
+    # 6b. the retrieval match each prompt states (prompt.retrieval_hint): what the gate would see
+    if wants_retrieval_score(cfg.prompt):
+        _set_retrieval_scores(list(case_by_id.values()), encoder)
+        lap("retrieval_scores")
 
     # 7. the reference model's view (optional): on-policy fabrications, NLL of negatives
     prompt_text = {}
@@ -237,6 +210,24 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     return BuildResult(stats, full, outputs)
 
 
+def _cases_and_pairs(cfg, questions, groups, hits, results, held_ids, language_of, passages, by_id,
+                     num_proc: int) -> tuple[dict[str, list[Case]], dict[str, list[Pair]], Counter]:
+    """Steps 5 and 6 for every question the probe decided (ambiguous ones stay out), in question order."""
+    k = int(cfg.prompt.passages)
+    tasks = [{"question": q.to_dict(), "group": g, "side": "heldout" if q.id in held_ids else "train",
+              "label": r.label, "language": language_of[q.id], "evidence": [x.passage.id for x in h[:k]],
+              "neighbours": [x.passage.id for x in h]}
+             for q, g, h, r in zip(questions, groups, hits, results) if r.label != AMBIGUOUS]
+    cases: dict[str, list[Case]] = {"train": [], "heldout": []}
+    pairs: dict[str, list[Pair]] = {"train": [], "heldout": []}
+    counts: Counter = Counter()
+    for done in parallel.run(tasks, passages, parallel.settings(cfg), num_proc):
+        cases[done["side"]] += [parallel.case_from_dict(c, by_id) for c in done["cases"]]
+        pairs[done["side"]] += [Pair(**p) for p in done["pairs"]]
+        counts.update(done["counts"])
+    return cases, pairs, counts
+
+
 def _model_probe(cfg, questions, hits, results, policy) -> dict:
     """Sample the reference model on questions with gold answers; report known/unknown beside the labels."""
     from data_builders.policy_scoring import sampled_accuracy
@@ -246,7 +237,8 @@ def _model_probe(cfg, questions, hits, results, policy) -> dict:
     k = int(cfg.prompt.passages)
     rows = [i for i, q in enumerate(questions) if q.answers]
     prompts = [render_prompt(tokenizer, build_messages(questions[i].question, [h.passage for h in hits[i][:k]],
-                                                       cfg.prompt)) for i in rows]
+                                                       cfg.prompt, retrieval_score=_top_score(hits[i][:k])))
+               for i in rows]
     acc = sampled_accuracy(model, tokenizer, prompts, [questions[i].answers for i in rows],
                            samples=int(cfg.builder.probe.model_samples), seed=cfg.seed)
     for i, a in zip(rows, acc):
@@ -304,7 +296,25 @@ def _messages(case: Case, prompt_cfg) -> list[dict]:
     """The prompt in the case's language, unless ``prompt.language`` names one."""
     auto = str(getattr(prompt_cfg, "language", "auto") or "auto") == "auto"
     return build_messages(case.question, case.evidence, prompt_cfg,
-                          language=case.meta.get("language") if auto else None)
+                          language=case.meta.get("language") if auto else None,
+                          retrieval_score=case.meta.get("retrieval_score"))
+
+
+def _top_score(hits: list[Hit]) -> float:
+    return max((h.score for h in hits), default=0.0)
+
+
+def _set_retrieval_scores(cases: list[Case], encoder: Encoder) -> None:
+    """``meta['retrieval_score']``: the highest cosine between a case's question and a passage its prompt
+    shows. For a retrieved case that is its top-1 score; for a synthetic one (other evidence, an edited
+    question) it is what the evaluation's gate computes for it (``fill_gate_similarity``)."""
+    texts = sorted({passage_text(p) for c in cases for p in c.evidence})
+    row = {t: i for i, t in enumerate(texts)}
+    passage_vectors = encoder.encode(texts) if texts else None
+    question_vectors = encoder.encode([c.question for c in cases]) if cases else []
+    for case, vector in zip(cases, question_vectors):
+        shown = [row[passage_text(p)] for p in case.evidence]
+        case.meta["retrieval_score"] = round(float(np.max(passage_vectors[shown] @ vector)), 4) if shown else 0.0
 
 
 def _pair_row(p: Pair, case: Case, prompt_cfg) -> dict:

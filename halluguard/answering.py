@@ -32,7 +32,8 @@ def answer_questions(model, tokenizer, kb_index, encoder, questions: Sequence[Qu
     mode = str(getattr(prompt_cfg.mode, "value", prompt_cfg.mode))
     k = int(prompt_cfg.passages)
     hits = kb_index.search([q.question for q in questions], encoder, k) if mode == "rag" else [[] for _ in questions]
-    prompts = [render_prompt(tokenizer, build_messages(q.question, [h.passage for h in hs], prompt_cfg))
+    prompts = [render_prompt(tokenizer, build_messages(q.question, [h.passage for h in hs], prompt_cfg,
+                                                       retrieval_score=max((h.score for h in hs), default=0.0)))
                for q, hs in zip(questions, hits)]
     answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        progress=True, desc="answering")

@@ -122,6 +122,11 @@ class PromptConfig:
     """``en``, ``zh``, or ``auto``: the prompt of each question is written in that question's language."""
     system: Any = ""
     """System message: one string for every language, or one per language (``{en: ..., zh: ...}``)."""
+    retrieval_hint: bool = False
+    """RAG mode: state in the prompt how well the shown passages match the question (``Retrieval match: weak
+    (similarity 0.38)``), the retrieval gate's signal given to the model to learn from."""
+    hint_threshold: float = 0.45
+    """Similarity at or above which the hint says ``strong`` (conf: the gate's ``eval.gate_max_top1``)."""
 
 
 @dataclass
@@ -162,6 +167,9 @@ class NegativesConfig:
     """Fabrications with a same-type value (price, duration, name) from a neighbouring passage."""
     external: bool = True
     """Dataset-provided negatives (HaluEval hallucinated_answer, SQuAD 2.0 plausible_answers)."""
+    evasive_quote: bool = True
+    """For ook questions: a shown passage's sentence quoted as if it answered (``The section on X says: ...``), the
+    answer PPO learned on the demo and the reward model scored like a grounded one (English prompts)."""
     on_policy: bool = False
     """Sample fabrications from the reference model itself (needs the policy; slower)."""
     on_policy_max_new_tokens: int = 48
@@ -209,6 +217,9 @@ class BuilderConfig:
     refusals_per_case: int = 1
     max_questions: int = 0
     """Use at most this many questions (0 = all), sampled by seed: for quick trials."""
+    num_proc: int = 1
+    """Processes for the per-question builders (OOK synthesis and pairs), over shards of the questions with
+    ``datasets`` ``map(num_proc=...)``. The output does not depend on it: each question has its own RNG."""
 
 
 @dataclass
@@ -451,6 +462,9 @@ class EvalConfig:
     """Report files to write: ``html`` (self-contained, charts embedded) and/or ``md`` (charts beside it)."""
     changed_rows: int = 50
     """Rows per model in the report's table of questions whose behaviour changed (all are in samples.jsonl)."""
+    reward_audit: bool = True
+    """Score each trained model's own answers with the reward (when ``halluguard reward`` has run): does the
+    reward prefer answering the OOK questions it should refuse? (``halluguard.evaluation.reward_audit``)"""
 
 
 @dataclass
@@ -629,6 +643,7 @@ def _check_values(cfg: DictConfig) -> None:
     if cfg.retriever.recall_queries < 0:
         raise ConfigError("config key 'retriever.recall_queries' must be >= 0 (0 = no recall measurement), "
                           f"got {cfg.retriever.recall_queries}")
+    _check_builder(cfg.builder)
     _check_run(cfg.run)
     _check_reward(cfg.reward)
     _check_sft(cfg.sft)
@@ -637,6 +652,16 @@ def _check_values(cfg: DictConfig) -> None:
     _check_use(cfg)
     _check_export_rl(cfg.export_rl)
     _check_languages(cfg)
+    _check_prompt(cfg.prompt)
+
+
+def _check_prompt(p: DictConfig) -> None:
+    mode = str(getattr(p.mode, "value", p.mode))
+    if p.retrieval_hint and mode != "rag":
+        raise ConfigError(f"config key 'prompt.retrieval_hint' needs prompt.mode=rag (got {mode}): a closed-book "
+                          "prompt shows no passages whose match could be stated")
+    if not -1.0 <= p.hint_threshold <= 1.0:
+        raise ConfigError(f"config key 'prompt.hint_threshold' is a cosine similarity in [-1, 1], got {p.hint_threshold}")
 
 
 def _check_languages(cfg: DictConfig) -> None:
@@ -661,6 +686,13 @@ def _require_choices(choices: dict[str, tuple[Any, Sequence[str]]]) -> None:
             if item not in allowed:
                 raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}, got '{item}'"
                                   f"{did_you_mean(str(item), allowed)}")
+
+
+def _check_builder(b: DictConfig) -> None:
+    """Builder values the schema's types cannot catch."""
+    if b.num_proc < 1:
+        raise ConfigError(f"config key 'builder.num_proc' must be an integer >= 1 (1 = no worker processes), "
+                          f"got {b.num_proc}")
 
 
 def _check_run(r: DictConfig) -> None:

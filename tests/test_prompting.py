@@ -39,3 +39,45 @@ def test_rendered_prompt_ends_where_the_assistant_starts():
     tok = train_tiny_tokenizer()
     text = render_prompt(tok, build_messages("q?", PASSAGES[:1], prompt_cfg()))
     assert text.startswith("<|im_start|>system\nSYSTEM<|im_end|>") and text.endswith("<|im_start|>assistant\n")
+
+
+# ------------------------------------------------------------------ prompt.retrieval_hint
+
+def test_the_retrieval_hint_states_the_level_and_the_similarity_before_the_question():
+    cfg = prompt_cfg(retrieval_hint=True, hint_threshold=0.45)
+    weak = build_messages("What is fact 1?", PASSAGES[:2], cfg, retrieval_score=0.3849)[1]["content"]
+    strong = build_messages("What is fact 1?", PASSAGES[:2], cfg, retrieval_score=0.45)[1]["content"]
+    assert "Retrieval match: weak (similarity 0.38)\n\nQuestion: What is fact 1?" in weak
+    assert "Retrieval match: strong (similarity 0.45)" in strong
+    assert weak.index("[2] T1") < weak.index("Retrieval match")
+    off = build_messages("What is fact 1?", PASSAGES[:2], prompt_cfg(), retrieval_score=0.3849)[1]["content"]
+    assert "Retrieval" not in off  # off by default: a score given is simply not shown
+
+
+def test_the_retrieval_hint_speaks_the_prompts_language():
+    cfg = prompt_cfg(retrieval_hint=True, hint_threshold=0.45)
+    user = build_messages("事实一是什么？", PASSAGES[:1], cfg, retrieval_score=0.6)[1]["content"]
+    assert "检索匹配度：强（相似度 0.60）" in user
+
+
+def test_a_hinted_prompt_without_a_similarity_is_an_error_naming_the_setting():
+    import pytest
+
+    from halluguard.errors import HalluguardError
+
+    with pytest.raises(HalluguardError, match="prompt.retrieval_hint"):
+        build_messages("q?", PASSAGES[:1], prompt_cfg(retrieval_hint=True))
+    # closed-book prompts show no passages: nothing to state, nothing needed
+    assert build_messages("q?", PASSAGES, prompt_cfg(mode="closed_book", retrieval_hint=True))[1]["content"] == "Question: q?"
+
+
+def test_the_hint_is_a_rag_setting_and_its_threshold_a_similarity(compose):
+    import pytest
+
+    from halluguard.config import ConfigError
+
+    assert compose(["prompt.retrieval_hint=true"]).prompt.hint_threshold == 0.45  # the gate's threshold
+    with pytest.raises(ConfigError, match="prompt.retrieval_hint"):
+        compose(["prompt=closed_book", "prompt.retrieval_hint=true"])
+    with pytest.raises(ConfigError, match="prompt.hint_threshold"):
+        compose(["prompt.retrieval_hint=true", "prompt.hint_threshold=1.5"])

@@ -158,7 +158,7 @@ class Session:
 
         mode = str(getattr(cfg.prompt.mode, "value", cfg.prompt.mode))
         shown = [h.passage for h in hits] if mode == "rag" else []
-        messages = build_messages(question, shown, cfg.prompt)
+        messages = build_messages(question, shown, cfg.prompt, retrieval_score=top1)
         replies = []
         threshold = self.detector.threshold
         for speaker in self.speakers:

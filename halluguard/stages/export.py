@@ -147,10 +147,13 @@ def _eval_section(cfg, name: str, results: dict | None, results_path: Path, eval
 
 def _prompt_example(cfg, tokenizer) -> str:
     from halluguard.kb import Passage
-    from halluguard.prompting import build_messages, render_prompt
+    from halluguard.prompting import build_messages, render_prompt, wants_retrieval_score
 
     passage = Passage(id="p1", text="<the passage text>", title="<the passage title>")
-    messages = build_messages("<the question>", [passage], cfg.prompt)
+    # With prompt.retrieval_hint the model was trained on prompts that state the retrieval match: the example
+    # shows the line at the threshold; in use it carries the top similarity of the passages shown.
+    score = float(cfg.prompt.hint_threshold) if wants_retrieval_score(cfg.prompt) else None
+    messages = build_messages("<the question>", [passage], cfg.prompt, retrieval_score=score)
     return render_prompt(tokenizer, messages)
 
 
@@ -202,6 +205,9 @@ def model_card(cfg, info, tokenizer, model, results, results_path: Path, eval_cr
         "It was trained and evaluated on this prompt (`prompt.*` of the experiment; up to "
         f"{int(cfg.prompt.passages)} retrieved passages, each cut at {int(cfg.prompt.max_passage_chars)} characters). "
         "Render it with the tokenizer's chat template:",
+        *(["", "The `Retrieval match` line states the highest cosine similarity between the question and a shown "
+           f"passage ({cfg.retriever.encoder}), `strong` at or above {float(cfg.prompt.hint_threshold):g}: supply "
+           "it from your retriever in the same form."] if bool(cfg.prompt.retrieval_hint) else []),
         "",
         "```text",
         _prompt_example(cfg, tokenizer).rstrip("\n"),
