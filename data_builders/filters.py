@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from data_builders.records import (
+    EVASIVE_QUOTE,
     FABRICATION_EXTERNAL,
     FABRICATION_NEAR_MISS,
     FABRICATION_ON_POLICY,
@@ -45,7 +46,7 @@ from halluguard.errors import HalluguardError
 AMBIGUOUS = "ambiguous"
 CONTEXT_SWAP = "context_swap"
 IK_PAIR_KINDS = (IK_GROUNDED_VS_REFUSAL, IK_GROUNDED_VS_WRONG)
-FABRICATION_KINDS = (FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, FABRICATION_EXTERNAL)
+FABRICATION_KINDS = (FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, FABRICATION_EXTERNAL, EVASIVE_QUOTE)
 REFUSAL_KINDS = (REFUSAL, NEEDLESS_REFUSAL)
 
 # What each filter removes, in words (the default ``reason`` of its report).

@@ -24,6 +24,7 @@ REFUSAL = "refusal"
 FABRICATION_NEAR_MISS = "fabrication_near_miss"
 FABRICATION_ON_POLICY = "fabrication_on_policy"
 FABRICATION_EXTERNAL = "fabrication_external"
+EVASIVE_QUOTE = "evasive_quote"
 NEEDLESS_REFUSAL = "needless_refusal"
 WRONG_ANSWER = "wrong_answer"
 

@@ -7,7 +7,8 @@ chosen
 rejected
     ``near_miss_fabrication`` (a confident answer using a same-type value from a neighbouring
     passage: a real price, duration or name, about the wrong thing), ``external_negatives``
-    (HaluEval / SQuAD 2.0 plausible answers), on-policy samples passed in by the caller,
+    (HaluEval / SQuAD 2.0 plausible answers), ``evasive_quote`` (a shown sentence quoted as if it
+    answered the question: grounded in form, no answer in fact), on-policy samples passed in by the caller,
     ``needless_refusal`` and ``wrong_answer`` (in-knowledge: a refusal although the answer is there,
     or the grounded answer with its value swapped for a contradicting one).
 
@@ -27,7 +28,8 @@ from data_builders import responses_zh
 from data_builders.kb_text import count_mentions
 from data_builders.answer_types import (NUMBER_WORDS, answer_type, contains_answer, extract_entities,
                                         extract_values, normalize_answer, numeric_core, unit_of)
-from data_builders.records import (FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, GROUNDED,
+from data_builders.records import (EVASIVE_QUOTE, FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY,
+                                   GROUNDED,
                                    IK_GROUNDED_VS_REFUSAL, IK_GROUNDED_VS_WRONG, NEEDLESS_REFUSAL,
                                    OOK_REFUSAL_VS_FABRICATION, REFUSAL, WRONG_ANSWER, Case, Pair)
 from halluguard.kb import Passage
@@ -384,6 +386,35 @@ def grounded_answer(case: Case, rng) -> str:
     if _words(text) > MAX_WORDS:
         text = _end(support)
     return text
+
+
+def evasive_quote(case: Case, rng) -> Optional[str]:
+    """An out-of-knowledge case's rejected response in the grounded answers' own styles: a sentence of a
+    shown passage, quoted as if it answered. It states only true things, but not what was asked.
+
+    Measured on the demo: PPO drifted to exactly this form ("The section on X says: ..."), and a reward
+    model trained without it scored such quotes on OOK questions as high as grounded answers. None for
+    Chinese cases (no such templates yet) and cases without evidence sentences.
+    """
+    rng = _rng(rng)
+    if case_language(case) != "en" or not case.evidence:
+        return None
+    top = case.evidence[0]  # the passage the model is most likely to lean on
+    candidates = [s for s in sentences(top.text) if 4 <= _words(s) <= 40]
+    if not candidates:
+        return None
+    sentence = rng.choice(candidates)
+    title = " ".join(top.title.replace("_", " ").split())
+    lowered = _lower_start(sentence, " ".join(p.text for p in case.evidence))
+    styles = ["plain"] + (["title_says"] if title else []) + (["according", "based_on"] if lowered else [])
+    style = rng.choice(styles)
+    if style == "title_says":
+        return _end(f"The section on {title} says: {sentence}")
+    if style == "according":
+        return _end(f"According to the information on {title or 'this'}, {lowered}")
+    if style == "based_on":
+        return _end(f"Based on the passage{' on ' + title if title else ''}, {lowered}")
+    return _end(sentence)
 
 
 # ---------------------------------------------------------------- refusals (OOK chosen, IK needless refusal)
@@ -937,6 +968,10 @@ def make_pairs(case: Case, neighbours: list[Passage], all_passages: Sequence[Pas
         if getattr(negatives_cfg, "external", True):
             for text in external_negatives(case):
                 fabrications.append((text, FABRICATION_EXTERNAL, {"type_match": _type_match(text, etype, False)}))
+        if getattr(negatives_cfg, "evasive_quote", True):
+            text = evasive_quote(case, rng)
+            if text is not None:
+                fabrications.append((text, EVASIVE_QUOTE, {}))  # no value to type-check: never off-type
         for text in extra_fabrications:
             if text and text.strip():
                 fabrications.append((text.strip(), FABRICATION_ON_POLICY,

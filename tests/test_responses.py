@@ -10,7 +10,7 @@ import pytest
 
 from data_builders import responses, synthesis
 from data_builders.answer_types import answer_type, contains_answer, normalize_answer
-from data_builders.records import (FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, GROUNDED,
+from data_builders.records import (EVASIVE_QUOTE, FABRICATION_EXTERNAL, FABRICATION_NEAR_MISS, FABRICATION_ON_POLICY, GROUNDED,
                                    IK_GROUNDED_VS_REFUSAL, IK_GROUNDED_VS_WRONG, NEEDLESS_REFUSAL,
                                    OOK_REFUSAL_VS_FABRICATION, REFUSAL, WRONG_ANSWER, Case)
 from halluguard.config import NegativesConfig
@@ -260,8 +260,8 @@ def test_external_negatives_become_confident_sentences():
 def test_make_pairs_for_ook_cases():
     case = Case("c~swap", "How much does the Orbit plan cost each month?", "ook", "context_swap", PLANS[1:],
                 meta={"original_answers": ["€25"], "plausible_answers": ["€30"]}, synthetic=True)
-    pairs = responses.make_pairs(case, PLANS, PLANS, NegativesConfig(), random.Random(0), refusals_per_case=2,
-                                 extra_fabrications=["It is €99 a month.", "  "])
+    pairs = responses.make_pairs(case, PLANS, PLANS, NegativesConfig(evasive_quote=False), random.Random(0),
+                                 refusals_per_case=2, extra_fabrications=["It is €99 a month.", "  "])
     kinds = [p.rejected_kind for p in pairs]
     assert kinds.count(FABRICATION_NEAR_MISS) == 2 and kinds.count(FABRICATION_EXTERNAL) == 2
     assert kinds.count(FABRICATION_ON_POLICY) == 2
@@ -270,8 +270,37 @@ def test_make_pairs_for_ook_cases():
         assert p.scores["type_match"] == 1.0
         assert p.chosen != p.rejected
     assert len({p.chosen for p in pairs}) == 2
-    off = NegativesConfig(near_miss=False, external=False)
+    off = NegativesConfig(near_miss=False, external=False, evasive_quote=False)
     assert responses.make_pairs(case, PLANS, PLANS, off, random.Random(0)) == []
+
+
+def test_an_evasive_quote_is_a_shown_sentence_passed_off_as_the_answer():
+    case = Case("c~swap", "How much does the Orbit plan cost each month?", "ook", "context_swap", PLANS[1:],
+                meta={"original_answers": ["€25"]}, synthetic=True)
+    quotes = {responses.evasive_quote(case, random.Random(seed)) for seed in range(30)}
+    shown = responses.sentences(PLANS[1].text)
+    for q in quotes:
+        assert any(s.rstrip(".") in q or s[:1].lower() + s[1:].rstrip(".") in q for s in shown), q
+        assert "€25" not in q  # a context swap shows no answer, so its quote holds none
+    assert any(q.startswith("The section on ") for q in quotes) and any(q in shown for q in quotes)
+    pairs = responses.make_pairs(case, PLANS, PLANS, NegativesConfig(near_miss=False, external=False),
+                                 random.Random(0))
+    assert [p.rejected_kind for p in pairs] == [EVASIVE_QUOTE] and "type_match" not in pairs[0].scores
+    # Chinese cases and cases without evidence get none.
+    assert responses.evasive_quote(Case("z", "这个套餐多少钱？", "ook", "x", PLANS[1:]), random.Random(0)) is None
+    assert responses.evasive_quote(Case("n", "How much?", "ook", "x", []), random.Random(0)) is None
+
+
+def test_the_detector_does_not_take_an_evasive_quote_for_a_refusal(demo):
+    from halluguard.refusal import RefusalDetector
+
+    passages, _, ook, _ = demo
+    rng = random.Random(3)
+    quotes = [responses.evasive_quote(Case(q.id, q.question, "ook", q.kind, passages[i % 100:i % 100 + 3]), rng)
+              for i, q in enumerate(ook[:40])]
+    quotes = [q for q in quotes if q]
+    assert len(quotes) >= 30
+    assert not RefusalDetector().is_refusal(quotes).any()
 
 
 def test_make_pairs_for_ik_cases(demo):

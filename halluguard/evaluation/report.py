@@ -22,6 +22,10 @@ KIND_COLOURS = {"policy": "#4C72B0", "gated": "#55A868", "baseline": "#9A9A9A"}
 
 # ---------------------------------------------------------------- changed behaviour
 
+AUDIT_NOTE = ("The reward (what PPO maximises) on each trained model's own held-out answers, split by label and by "
+              "whether the model refused. A positive OOK gap means the reward prefers answering questions that "
+              "should be refused: a policy can raise it by fabricating.")
+
 def changed_rows(questions, before, after) -> list[dict]:
     """Questions whose refusal decision differs between two runs, the wrong-way changes first.
 
@@ -173,6 +177,10 @@ def render_markdown(results: dict, changes: dict[str, list[dict]], charts: dict[
     lines += ["## Charts", ""] + [f"![{m}]({f})" for m, f in charts.items()] + [""]
     if curves:
         lines += ["## PPO reward and KL", "", f"![ppo curves]({curves})", ""]
+    if "reward_audit" in results:
+        from halluguard.evaluation.reward_audit import format_audit
+
+        lines += ["## Reward audit", "", AUDIT_NOTE, "", "```text", format_audit(results["reward_audit"]), "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -289,6 +297,11 @@ def render_html(results: dict, changes: dict[str, list[dict]], charts: dict[str,
     parts.append("<h2>Before / after: questions whose behaviour changed</h2>")
     for name, comp in results["comparisons"].items():
         parts.append(_html_comparison(name, comp, changes.get(name), max_rows))
+    if "reward_audit" in results:
+        from halluguard.evaluation.reward_audit import format_audit
+
+        parts += ["<h2>Reward audit</h2>", f"<p>{html.escape(AUDIT_NOTE)}</p>",
+                  f"<pre>{html.escape(format_audit(results['reward_audit']))}</pre>"]
     parts.append(IMAGE_CHECK + "</body></html>")
     return "\n".join(parts) + "\n"
 

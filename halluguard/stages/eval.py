@@ -27,6 +27,9 @@ Outputs (``runs/<exp>/eval/``, written atomically):
                   changed: {count, wrong_way, answer_to_refusal: [case_id], refusal_to_answer: [case_id],
                             wrong_way_case_ids: [case_id]}}}
     key_metrics: [names printed in the console table]
+    reward_audit: {status: ok|skipped|failed, reason, scorer, warnings: [str],      # with eval.reward_audit
+                   models: {name: {ik|ook: {refused|answered: {n, rm, rules, hybrid}, gap: {rm, rules, hybrid}},
+                                   drift: {rm, rules, hybrid}}}}
 
 A value of ``null`` is "n/a" (e.g. accuracy without gold answers, honesty without the reference model).
 """
@@ -72,6 +75,10 @@ def run(cfg: DictConfig) -> Manifest:
     results_by_name = evaluate(cfg, specs, questions, detector)
     comparisons, changes = compare_models(cfg, results_by_name, questions)
     results = assemble_results(cfg, data, results_by_name, comparisons)
+    if cfg.eval.reward_audit:
+        from halluguard.evaluation.reward_audit import run_audit
+
+        results["reward_audit"] = run_audit(cfg, results_by_name, questions, build)
 
     manifest = Manifest(stage="eval", exp=cfg.exp, config=to_plain(cfg))
     manifest.add_input("build_manifest", build.path)
@@ -345,6 +352,10 @@ def print_summary(results: dict, folder: Path) -> None:
             print(f"  {comp['before']} -> {name}: {comp['changed']['count']} changed, "
                   f"{comp['changed']['wrong_way']} the wrong way; McNemar p (refusals) = "
                   f"{comp['mcnemar']['refused']['p_value']:.3g}")
+    if "reward_audit" in results:
+        from halluguard.evaluation.reward_audit import format_audit
+
+        print(format_audit(results["reward_audit"]))
     report = folder / ("report.html" if (folder / "report.html").is_file() else "report.md")
     print(f"report: {report}")
 

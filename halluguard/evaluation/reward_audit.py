@@ -1,0 +1,162 @@
+"""The reward on each trained model's own held-out answers: does what PPO maximises agree with the evaluation?
+
+``halluguard reward`` judges the reward model on the build's pairs, but a trained policy writes a
+different distribution. On the demo, PPO learned to quote a passage ("The section on X says: ...") on
+questions it should refuse; the builders never wrote such an answer for an out-of-knowledge prompt,
+and the reward model scored those quotes as high as grounded answers. Scoring what each trained model
+actually said, split by label and by whether it refused, makes that visible:
+
+* ``ook_gap``: mean score of answered minus refused out-of-knowledge questions. Above zero, the score
+  prefers answering a question that should be refused: a policy can raise its reward by fabricating.
+* ``ik_gap``: the same on in-knowledge questions (should be above zero: answering is right there).
+* ``drift``: the mean of the two gaps (PPO's batches are half IK, half OOK with ``ppo.balance_labels``):
+  what a policy that cannot tell the classes apart gains, per question, by answering instead of refusing.
+  Above zero, such a policy drifts towards answering everything; the OOK gap must outweigh the IK gap
+  for the reward to pull it the other way.
+
+Reported for the reward model alone (normalised as PPO sees it), the rule terms, and the hybrid
+(``reward.rm_weight`` x rm + rules), which is what ``reward.scorer=hybrid`` gives PPO. Every answer is
+scored on the build's held-out prompt (the prompt-only baseline's own system message is not used).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from halluguard.errors import HalluguardError
+
+log = logging.getLogger("halluguard.eval")
+
+# Models optimised against the reward or trained to make it: the reference and prompt-only never saw it.
+AUDITED = ("sft", "ppo", "dpo", "grpo")
+PARTS = ("rm", "rules", "hybrid")
+
+
+def audited_models(results: dict) -> list[str]:
+    """Trained policies that answered, in evaluation order."""
+    return [name for name, r in results.items() if name in AUDITED and r.ok and r.answers]
+
+
+def score_answers(scorers: tuple, questions: Sequence, answers: Sequence[str], passages: dict[str, str],
+                  rm_weight: float) -> dict[str, np.ndarray]:
+    """rm (normalised), rules and hybrid score of each answer to its question's held-out prompt."""
+    rm, rules = scorers
+    prompts = [q.messages for q in questions]
+    meta = [{"label": q.label, "answers": list(q.answers),
+             "evidence": "\n".join(passages.get(pid, "") for pid in q.evidence_ids)} for q in questions]
+    rule_scores = rules.score(prompts, answers, meta).numpy().astype(np.float64)
+    rm_scores = rm.score(prompts, answers).numpy().astype(np.float64)
+    return {"rm": rm_scores, "rules": rule_scores, "hybrid": rule_scores + rm_weight * rm_scores}
+
+
+def summarise(scores: dict[str, np.ndarray], labels: Sequence[str], refused: Sequence[bool]) -> dict:
+    """Per label: n and mean score of refused and answered questions; the answered-minus-refused gaps."""
+    labels, refused = np.asarray(labels), np.asarray(refused, dtype=bool)
+    out: dict = {}
+    for label in ("ik", "ook"):
+        groups = {}
+        for name, mask in (("refused", (labels == label) & refused), ("answered", (labels == label) & ~refused)):
+            groups[name] = {"n": int(mask.sum()),
+                            **{part: (round(float(scores[part][mask].mean()), 4) if mask.any() else None)
+                               for part in PARTS}}
+        groups["gap"] = {part: (round(groups["answered"][part] - groups["refused"][part], 4)
+                                if groups["answered"][part] is not None and groups["refused"][part] is not None
+                                else None) for part in PARTS}
+        out[label] = groups
+    out["drift"] = {part: (round((out["ik"]["gap"][part] + out["ook"]["gap"][part]) / 2, 4)
+                           if out["ik"]["gap"][part] is not None and out["ook"]["gap"][part] is not None else None)
+                    for part in PARTS}
+    return out
+
+
+def warnings_for(models: dict) -> list[str]:
+    """Plain sentences for the console and the report when the reward prefers answering OOK questions."""
+    found = []
+    for name, summary in models.items():
+        gap = summary["ook"]["gap"]
+        if gap["hybrid"] is not None and gap["hybrid"] > 0:
+            found.append(f"{name}: the reward PPO optimises scores its answered OOK questions {gap['hybrid']:+.2f} above "
+                         "its refused ones: answering out-of-knowledge questions raises the reward")
+        elif gap["rm"] is not None and gap["rm"] > 0:
+            found.append(f"{name}: the reward model alone scores its answered OOK questions {gap['rm']:+.2f} above its "
+                         "refused ones; only the rule terms hold the OOK boundary (reward.rules)")
+        drift = summary.get("drift", {}).get("hybrid")
+        if drift is not None and drift > 0:
+            found.append(f"{name}: answering instead of refusing gains {drift:+.2f} per question on a half-IK, half-OOK "
+                         "batch: a policy that cannot tell the classes apart drifts towards answering everything")
+    return found
+
+
+def run_audit(cfg, results: dict, questions: Sequence, build) -> dict:
+    """``results.json``'s ``reward_audit``: ``{status, reason, scorer, models: {name: summarise()}, warnings}``."""
+    from halluguard.artifacts import Manifest
+    from halluguard.config import stage_dir
+    from halluguard.reward.evaluate import load_build_context
+
+    names = audited_models(results)
+    if not names:
+        return {"status": "skipped", "reason": "no trained model (sft, ppo, dpo, grpo) was evaluated"}
+    folder = stage_dir(cfg, "reward")
+    if not (folder / "manifest.json").is_file():
+        return {"status": "skipped", "reason": f"no reward stage output in {folder} (run `halluguard reward`)"}
+    try:
+        scorers = _load_scorers(cfg, Manifest.load(folder))
+    except HalluguardError as exc:
+        return {"status": "failed", "reason": str(exc)}
+    passages, _ = load_build_context(build.path.parent, build)
+    labels = [q.label for q in questions]
+    models = {}
+    for name in names:
+        result = results[name]
+        log.info("reward audit: scoring %s's %d answers", name, len(result.answers))
+        scores = score_answers(scorers, questions, result.answers, passages, float(cfg.reward.rm_weight))
+        models[name] = summarise(scores, labels, result.refused)
+    return {"status": "ok", "reason": None,
+            "scorer": {"reward_model": str(folder / "reward_model"), "rm_weight": float(cfg.reward.rm_weight),
+                       "rules": {k: float(v) for k, v in cfg.reward.rules.items()}},
+            "models": models, "warnings": warnings_for(models)}
+
+
+def _load_scorers(cfg, manifest) -> tuple:
+    from halluguard.refusal import RefusalDetector
+    from halluguard.reward.rules import RuleScorer
+    from halluguard.reward.scoring import RewardModelScorer
+
+    model_dir = manifest.output_path("reward_model", verify=False) if "reward_model" in manifest.outputs \
+        else Path(manifest.path).parent / "reward_model"
+    import torch
+
+    rm = RewardModelScorer.load(Path(model_dir), batch_size=int(cfg.reward.eval_batch_size),
+                                device="cuda" if torch.cuda.is_available() else "cpu")
+    rules = RuleScorer(cfg.reward.rules, RefusalDetector(threshold=float(cfg.reward.refusal_threshold)))
+    return rm, rules
+
+
+def format_audit(audit: dict) -> str:
+    """The console lines: per model, the mean reward of refused and answered questions of each label."""
+    if audit.get("status") != "ok":
+        return f"reward audit: {audit.get('status')} ({audit.get('reason')})"
+    lines = ["reward audit (the reward on each trained model's own answers; mean rm / hybrid, refused vs answered):",
+             f"{'model':<8} {'label':<5} {'refused n':>9} {'rm':>7} {'hybrid':>7} {'answered n':>10} {'rm':>7} "
+             f"{'hybrid':>7} {'gap rm':>7} {'gap hyb':>7}"]
+
+    def cell(v):
+        return f"{v:+7.2f}" if v is not None else f"{'n/a':>7}"
+
+    for name, summary in audit["models"].items():
+        for label in ("ik", "ook"):
+            g = summary[label]
+            lines.append(f"{name:<8} {label:<5} {g['refused']['n']:>9} {cell(g['refused']['rm'])} "
+                         f"{cell(g['refused']['hybrid'])} {g['answered']['n']:>10} {cell(g['answered']['rm'])} "
+                         f"{cell(g['answered']['hybrid'])} {cell(g['gap']['rm'])} {cell(g['gap']['hybrid'])}")
+    drifts = [f"{name} {summary['drift']['hybrid']:+.2f}" for name, summary in audit["models"].items()
+              if summary.get("drift", {}).get("hybrid") is not None]
+    if drifts:
+        lines.append("drift (hybrid, mean of the IK and OOK gaps; > 0 pulls a policy without a boundary towards "
+                     "answering): " + ", ".join(drifts))
+    lines += [f"  WARNING {w}" for w in audit.get("warnings", [])]
+    return "\n".join(lines)
