@@ -68,7 +68,14 @@ def build(cfg, passages: list[Passage], questions: list[Question], encoder: Enco
     # 1. encode once; full index. Later steps (filters, detector) reuse vectors by text.
     encoder.enable_cache()
     encode_s0 = getattr(encoder, "encode_seconds", 0.0)
-    p_vecs = encoder.encode([passage_text(p) for p in passages], progress=True, desc="encoding passages")
+    shard_size = int(cfg.retriever.shard_size)
+    if shard_size > 0 and len(passages) > shard_size:  # large KB: resumable shards in the cache
+        from halluguard.config import resolve_cache_dir
+        from halluguard.index_shards import encode_resumable
+
+        p_vecs = encode_resumable(encoder, passages, resolve_cache_dir(cfg), shard_size)
+    else:
+        p_vecs = encoder.encode([passage_text(p) for p in passages], progress=True, desc="encoding passages")
     q_vecs = encoder.encode([q.question for q in questions], progress=True, desc="encoding questions")
     lap("encode")
     full = KnowledgeIndex.from_vectors(p_vecs, passages, encoder.name, cfg.retriever, seed=cfg.seed)

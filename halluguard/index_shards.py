@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -189,6 +190,21 @@ class ShardFile:
             raise HalluguardError(f"{self.path} holds {arr.shape} vectors, {SHARD_MANIFEST} says {self.shape}: "
                                   "delete it and rerun to encode that shard again")
         return arr
+
+
+def encode_resumable(encoder, passages: Sequence[Passage], cache_dir: Path, shard_size: int,
+                     progress: bool = True) -> np.ndarray:
+    """Every passage vector, encoded in resumable shards under ``cache_dir/passage_shards/<inputs>/``: a build
+    of a large knowledge base that is interrupted re-encodes only the shards it had not finished. The folder
+    is named after the encoder, the passages' sha256 and the shard size, so other inputs never meet it."""
+    passages = list(passages)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(encoder.name)).strip("_")[:60]
+    shard_dir = Path(cache_dir) / "passage_shards" / f"{slug}-{passages_sha256(passages)[:16]}-{int(shard_size)}"
+    _, manifest = _encode_shards(encoder, passages, shard_dir, int(shard_size), progress, None)
+    names = [shard_name(i) for i in range(math.ceil(len(passages) / int(shard_size)))]
+    dim = int(encoder.dim)
+    return np.concatenate([ShardFile(shard_dir / n, manifest["shards"][n]["rows"], dim,
+                                     manifest["shards"][n]["sha256"]).load(verify=True) for n in names])
 
 
 def build_sharded_index(encoder, passages: Sequence[Passage], out_dir: Path, retriever_cfg,
