@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     from halluguard.artifacts import Manifest
     from halluguard.config import stage_dir, validate
     from halluguard.evaluation.heldout import load_heldout
-    from halluguard.evaluation.reward_audit import _load_scorers, format_audit, score_answers, summarise, warnings_for
+    from halluguard.evaluation.reward_audit import (_load_scorers, format_audit, score_answers, summarise, warnings_for,
+                                                   with_suggestion)
     from halluguard.reward.evaluate import load_build_context
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
         refused = [bool(r["models"][name]["refused"]) for r in rows]
         scores = score_answers(scorers, questions, answers, passages, float(cfg.reward.rm_weight))
         models[name] = summarise(scores, [q.label for q in questions], refused)
+    with_suggestion(models, float(cfg.reward.rules.answer_ook))
     audit = {"status": "ok", "reason": None, "samples": str(args.samples),
              "reward": str(stage_dir(reward_cfg, "reward")), "models": models,
              "warnings": warnings_for(models)}

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from halluguard.evaluation.reward_audit import format_audit, summarise, warnings_for
+from halluguard.evaluation.reward_audit import format_audit, summarise, warnings_for, zero_drift_answer_ook
 from tiny_chain import tiny_chain  # noqa: F401 (the shared `halluguard run` fixture)
 
 
@@ -21,6 +21,12 @@ def test_gaps_are_answered_minus_refused_means_per_label():
     assert out["ook"]["gap"]["hybrid"] == pytest.approx(-1.0)     # the rules hold the boundary
     assert out["ik"]["gap"]["hybrid"] == pytest.approx(2.5 - (-1.4))
     assert out["drift"]["hybrid"] == pytest.approx((3.9 - 1.0) / 2)
+    # raising answer_ook by 2 x drift lowers the answered OOK score by that much: the drift becomes zero
+    assert zero_drift_answer_ook(out, 1.0) == pytest.approx(1.0 + 3.9 - 1.0)
+    scores_after = dict(scores, rules=np.where((np.array(labels) == "ook") & ~np.array(refused),
+                                               scores["rules"] - 2 * out["drift"]["hybrid"], scores["rules"]))
+    scores_after["hybrid"] = scores_after["rm"] + scores_after["rules"]
+    assert summarise(scores_after, labels, refused)["drift"]["hybrid"] == pytest.approx(0.0, abs=1e-3)
     warnings = warnings_for({"ppo": out})
     assert "reward model alone" in warnings[0] and "+1.00" in warnings[0]
     assert "drifts towards answering" in warnings[1] and "+1.45" in warnings[1]

@@ -13,6 +13,9 @@ actually said, split by label and by whether it refused, makes that visible:
   what a policy that cannot tell the classes apart gains, per question, by answering instead of refusing.
   Above zero, such a policy drifts towards answering everything; the OOK gap must outweigh the IK gap
   for the reward to pull it the other way.
+* ``zero_drift_answer_ook``: the ``reward.rules.answer_ook`` at which that drift would be zero on these
+  answers (raising the penalty by d lowers every answered OOK question's score by d, the drift by d / 2).
+  A measured suggestion for the next run, not a guarantee: the policy's answers move with the reward.
 
 Reported for the reward model alone (normalised as PPO sees it), the rule terms, and the hybrid
 (``reward.rm_weight`` x rm + rules), which is what ``reward.scorer=hybrid`` gives PPO. Every answer is
@@ -73,6 +76,18 @@ def summarise(scores: dict[str, np.ndarray], labels: Sequence[str], refused: Seq
     return out
 
 
+def zero_drift_answer_ook(summary: dict, answer_ook: float) -> float | None:
+    """``reward.rules.answer_ook`` that would make the hybrid drift zero on these answers (see the module doc)."""
+    drift = summary.get("drift", {}).get("hybrid")
+    return None if drift is None else round(float(answer_ook) + 2 * drift, 2)
+
+
+def with_suggestion(models: dict, answer_ook: float) -> dict:
+    for summary in models.values():
+        summary["zero_drift_answer_ook"] = zero_drift_answer_ook(summary, answer_ook)
+    return models
+
+
 def warnings_for(models: dict) -> list[str]:
     """Plain sentences for the console and the report when the reward prefers answering OOK questions."""
     found = []
@@ -115,6 +130,7 @@ def run_audit(cfg, results: dict, questions: Sequence, build) -> dict:
         log.info("reward audit: scoring %s's %d answers", name, len(result.answers))
         scores = score_answers(scorers, questions, result.answers, passages, float(cfg.reward.rm_weight))
         models[name] = summarise(scores, labels, result.refused)
+    with_suggestion(models, float(cfg.reward.rules.answer_ook))
     return {"status": "ok", "reason": None,
             "scorer": {"reward_model": str(folder / "reward_model"), "rm_weight": float(cfg.reward.rm_weight),
                        "rules": {k: float(v) for k, v in cfg.reward.rules.items()}},
@@ -158,5 +174,9 @@ def format_audit(audit: dict) -> str:
     if drifts:
         lines.append("drift (hybrid, mean of the IK and OOK gaps; > 0 pulls a policy without a boundary towards "
                      "answering): " + ", ".join(drifts))
+    zero = [f"{name} {summary['zero_drift_answer_ook']:g}" for name, summary in audit["models"].items()
+            if summary.get("zero_drift_answer_ook") is not None]
+    if zero:
+        lines.append("reward.rules.answer_ook that would make that drift zero on these answers: " + ", ".join(zero))
     lines += [f"  WARNING {w}" for w in audit.get("warnings", [])]
     return "\n".join(lines)
