@@ -58,6 +58,21 @@ def read_build(data: Any) -> list[dict]:
     return out
 
 
+def read_num_proc(data: dict) -> list[dict]:
+    """bench_build.py --num-proc: medians of whole builds and of the synthesis + pairs step, 1 vs N processes."""
+    kb = f"{data.get('kb', '?')} KB, {data.get('questions', '?')} questions"
+    out = []
+    for key, label in (("build_s_median", "whole build"), ("synthesis_and_pairs_s_median", "synthesis + pairs")):
+        medians = data.get(key) or {}
+        for name, value in medians.items():
+            n = name.rsplit("_", 1)[-1]
+            ratio_key = "build_ratio_1_over_n" if key.startswith("build") else "synthesis_and_pairs_ratio_1_over_n"
+            ratio = data.get(ratio_key) if n != "1" else None
+            out.append(figure(f"{label}, builder.num_proc={n}, {kb} (median)", value, "s", ratio,
+                              "num_proc=1 time ÷ this time"))
+    return out
+
+
 def read_eval(data: dict) -> list[dict]:
     """bench_eval.py --json: one row per batch size."""
     out = []
@@ -186,7 +201,7 @@ def read_generation(data: dict) -> list[dict]:
 
 READERS: dict[str, Callable[[Any], list[dict]]] = {
     "build": read_build, "eval": read_eval, "ppo": read_ppo, "reward": read_reward, "faiss": read_faiss,
-    "generation": read_generation,
+    "generation": read_generation, "num_proc_build": read_num_proc,
 }
 
 

@@ -968,7 +968,7 @@ def make_pairs(case: Case, neighbours: list[Passage], all_passages: Sequence[Pas
         if getattr(negatives_cfg, "external", True):
             for text in external_negatives(case):
                 fabrications.append((text, FABRICATION_EXTERNAL, {"type_match": _type_match(text, etype, False)}))
-        if getattr(negatives_cfg, "evasive_quote", True):
+        if getattr(negatives_cfg, "evasive_quote", False):
             text = evasive_quote(case, rng)
             if text is not None:
                 fabrications.append((text, EVASIVE_QUOTE, {}))  # no value to type-check: never off-type

@@ -167,9 +167,10 @@ class NegativesConfig:
     """Fabrications with a same-type value (price, duration, name) from a neighbouring passage."""
     external: bool = True
     """Dataset-provided negatives (HaluEval hallucinated_answer, SQuAD 2.0 plausible_answers)."""
-    evasive_quote: bool = True
+    evasive_quote: bool = False
     """For ook questions: a shown passage's sentence quoted as if it answered (``The section on X says: ...``), the
-    answer PPO learned on the demo and the reward model scored like a grounded one (English prompts)."""
+    answer PPO learned on the demo and the reward model scored like a grounded one (English prompts). Off by
+    default: measured on the demo, a reward model trained with them preferred refusals to grounded answers."""
     on_policy: bool = False
     """Sample fabrications from the reference model itself (needs the policy; slower)."""
     on_policy_max_new_tokens: int = 48

@@ -283,9 +283,11 @@ def test_an_evasive_quote_is_a_shown_sentence_passed_off_as_the_answer():
         assert any(s.rstrip(".") in q or s[:1].lower() + s[1:].rstrip(".") in q for s in shown), q
         assert "€25" not in q  # a context swap shows no answer, so its quote holds none
     assert any(q.startswith("The section on ") for q in quotes) and any(q in shown for q in quotes)
-    pairs = responses.make_pairs(case, PLANS, PLANS, NegativesConfig(near_miss=False, external=False),
-                                 random.Random(0))
+    pairs = responses.make_pairs(case, PLANS, PLANS, NegativesConfig(near_miss=False, external=False,
+                                                                      evasive_quote=True), random.Random(0))
     assert [p.rejected_kind for p in pairs] == [EVASIVE_QUOTE] and "type_match" not in pairs[0].scores
+    assert responses.make_pairs(case, PLANS, PLANS, NegativesConfig(near_miss=False, external=False),
+                                random.Random(0)) == []  # off by default
     # Chinese cases and cases without evidence get none.
     assert responses.evasive_quote(Case("z", "这个套餐多少钱？", "ook", "x", PLANS[1:]), random.Random(0)) is None
     assert responses.evasive_quote(Case("n", "How much?", "ook", "x", []), random.Random(0)) is None
