@@ -218,6 +218,9 @@ def overrides(tmp_path, tiny_policy):
             f"kb.questions={write_jsonl(kb / 'q.jsonl', QUESTIONS)}", f"model.name_or_path={tiny_policy}",
             f"paths.runs={tmp_path / 'runs'}", f"paths.cache={tmp_path / 'cache'}", "exp=t",
             "builder.split.heldout_fraction=0.4", "sft.max_steps=3", "sft.batch_size=4", "sft.learning_rate=1e-2",
+            # every OOK case gets a pair (a 12-question KB has few near-miss values; which synthetic questions
+            # get one depends on the random draws), so both labels reach SFT and balancing is exercised
+            "builder.negatives.evasive_quote=true",
             "sft.samples=4", "sft.sample_max_new_tokens=4"]
 
 
