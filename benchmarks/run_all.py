@@ -196,6 +196,11 @@ def read_generation(data: dict) -> list[dict]:
         out.append(figure(f"held-out prompts whose greedy tokens differ, oneDNN vs aten products ({held['exp']}, "
                           f"{held['prompts']} prompts, {held['max_new_tokens']} new tokens)",
                           held["prompts_differing"], "prompts"))
+        seconds = held.get("seconds") or {}
+        if seconds.get("onednn") and seconds.get("aten"):
+            out.append(figure(f"held-out generation time, oneDNN products ({held['prompts']} prompts, batch "
+                              f"{held.get('batch_size', '?')}, {held['max_new_tokens']} new tokens)", seconds["onednn"], "s",
+                              round(seconds["aten"] / seconds["onednn"], 2), "aten time ÷ oneDNN time"))
     return out
 
 
