@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from halluguard.artifacts import Manifest
     from halluguard.config import stage_dir, validate
     from halluguard.evaluation.heldout import load_heldout
-    from halluguard.evaluation.reward_audit import (_load_scorers, format_audit, score_answers, summarise, warnings_for,
+    from halluguard.evaluation.reward_audit import (load_scorers, format_audit, score_answers, summarise, warnings_for,
                                                    with_suggestion)
     from halluguard.reward.evaluate import load_build_context
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if args.reward_exp:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             reward_cfg = validate(compose(config_name="config", overrides=["stage=eval", f"exp={args.reward_exp}"]))
-    scorers = _load_scorers(cfg, Manifest.load(stage_dir(reward_cfg, "reward")))
+    scorers = load_scorers(cfg, Manifest.load(stage_dir(reward_cfg, "reward")))
     models = {}
     for name in [m for m in args.models.split(",") if m and m in rows[0]["models"]]:
         answers = [r["models"][name]["answer"] for r in rows]

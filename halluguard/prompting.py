@@ -51,7 +51,8 @@ def retrieval_hint(score: float, prompt_cfg, language: str) -> str:
 
 def user_message(question: str, passages: Sequence[Passage], prompt_cfg, language: Optional[str] = None,
                  retrieval_score: Optional[float] = None) -> str:
-    labels = _LABELS[prompt_language(question, prompt_cfg, language)]
+    lang = prompt_language(question, prompt_cfg, language)
+    labels = _LABELS[lang]
     mode = str(getattr(prompt_cfg.mode, "value", prompt_cfg.mode))
     if mode == "closed_book":
         return f"{labels['question']}{question.strip()}"
@@ -68,7 +69,7 @@ def user_message(question: str, passages: Sequence[Passage], prompt_cfg, languag
             raise HalluguardError("prompt.retrieval_hint is on but no retrieval similarity was given for the "
                                   f"question {question.strip()[:60]!r}: pass retrieval_score (the highest cosine "
                                   "between the question and a shown passage), or set prompt.retrieval_hint=false")
-        hint = retrieval_hint(retrieval_score, prompt_cfg, prompt_language(question, prompt_cfg, language)) + "\n\n"
+        hint = retrieval_hint(retrieval_score, prompt_cfg, lang) + "\n\n"
     return f"{labels['passages']}\n{context}\n\n{hint}{labels['question']}{question.strip()}"
 
 

@@ -74,24 +74,37 @@ def encoder():
     return Encoder("embedded:all-MiniLM-L6-v2")
 
 
-@pytest.fixture
-def compose():
-    """Compose the project's real Hydra config with overrides, validated by the schemas."""
+def compose_cfg(overrides=(), stage="build", check=True):
+    """The project's real Hydra config with overrides, validated by the schemas (``check``); usable from
+    module-scoped fixtures, which cannot take the function-scoped ``compose`` fixture."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from halluguard.config import validate
 
-    def _compose(overrides=(), stage="build", check=True):
-        GlobalHydra.instance().clear()
+    GlobalHydra.instance().clear()
+    try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=[f"stage={stage}", *overrides])
+    finally:
         GlobalHydra.instance().clear()
-        return validate(cfg) if check else cfg
+    return validate(cfg) if check else cfg
 
-    yield _compose
-    GlobalHydra.instance().clear()
+
+@pytest.fixture
+def compose():
+    """:func:`compose_cfg` as a fixture."""
+    return compose_cfg
+
+
+def runs_for(built: dict, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A private copy of a module's built experiment (``{"runs", "overrides"}``), and overrides pointing at it."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(built["runs"] / "t" / "build", runs / "t" / "build")
+    return runs, [o for o in built["overrides"] if not o.startswith("paths.runs=")] + [f"paths.runs={runs}"]
 
 
 @pytest.fixture

@@ -8,24 +8,13 @@ from halluguard.artifacts import Manifest, sha256_file
 from halluguard.errors import HalluguardError
 from halluguard.stages import build
 
-from conftest import write_jsonl
+from conftest import compose_cfg, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from conftest import CONF
-    from halluguard.config import validate
-
     runs = tmp_path_factory.mktemp("runs")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=[
-            "stage=build", f"paths.runs={runs}", "exp=t", "builder.max_questions=200"]))
-    GlobalHydra.instance().clear()
-    manifest = build.run(cfg)
+    manifest = build.run(compose_cfg([f"paths.runs={runs}", "exp=t", "builder.max_questions=200"]))
     return manifest, manifest.path.parent
 
 

@@ -10,25 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CONF, built_tiny_overrides
+from conftest import built_tiny_overrides, compose_cfg, runs_for
 
 MODEL_FREE = "eval.models=[always_refuse,never_refuse,gate]"
 FAST = ["eval.bootstrap=30", "eval.max_new_tokens=6", "eval.batch_size=4"]
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def compose_cfg(overrides, stage):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from halluguard.config import validate
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return validate(compose(config_name="config", overrides=[f"stage={stage}", *overrides]))
-    finally:
-        GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +26,6 @@ def built(tmp_path_factory, tiny_policy):
     overrides = built_tiny_overrides(root, tiny_policy)
     build.run(compose_cfg(overrides, "build"))
     return {"runs": root / "runs", "overrides": overrides}
-
-
-def runs_for(built, tmp_path) -> tuple[Path, list[str]]:
-    """A private copy of the built experiment, and overrides pointing at it."""
-    runs = tmp_path / "runs"
-    shutil.copytree(built["runs"] / "t" / "build", runs / "t" / "build")
-    overrides = [o for o in built["overrides"] if not o.startswith("paths.runs=")] + [f"paths.runs={runs}"]
-    return runs, overrides
 
 
 def rewrite_build_output(build_dir: Path, name: str, dataset) -> None:

@@ -11,11 +11,10 @@ and out-of-knowledge alike; the pair files hold its ``pairs`` (train, heldout ->
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CONF, built_tiny_overrides
+from conftest import built_tiny_overrides, compose_cfg, runs_for
 
 from halluguard import cli
 
@@ -24,20 +23,6 @@ REFUSAL = "I'm sorry, the passages I have do not contain the answer to that ques
 FABRICATION = "It costs 30 euros, as stated in the handbook."
 GROUNDED = {"q1": "Refunds are paid within 14 days to the original card.",
             "q2": "The Orbit plan costs 25 euros a month."}
-
-
-def compose_cfg(overrides, stage="export-rl"):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from halluguard.config import validate
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return validate(compose(config_name="config", overrides=[f"stage={stage}", *overrides]))
-    finally:
-        GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +36,13 @@ def built(tmp_path_factory, tiny_policy):
     return {"runs": root / "runs", "overrides": overrides}
 
 
-def runs_for(built, tmp_path) -> tuple[Path, list[str]]:
-    runs = tmp_path / "runs"
-    shutil.copytree(built["runs"] / "t" / "build", runs / "t" / "build")
-    return runs, [o for o in built["overrides"] if not o.startswith("paths.runs=")] + [f"paths.runs={runs}"]
-
-
 @pytest.fixture(scope="module")
 def exported(built, tmp_path_factory):
     """All three formats exported once from a copy of the build (tests that change files make their own)."""
     from halluguard.stages import export_rl
 
     runs, overrides = runs_for(built, tmp_path_factory.mktemp("export-rl-all"))
-    cfg = compose_cfg([*overrides, "export_rl.format=all"])
+    cfg = compose_cfg([*overrides, "export_rl.format=all"], "export-rl")
     export_rl.run(cfg)
     return {"cfg": cfg, "dir": runs / "t" / "export_rl", "build": build_rows(runs / "t" / "build")}
 
@@ -342,7 +321,7 @@ def test_hybrid_export_scores_with_the_trained_reward_model_as_ppo_would(built, 
     small = ["reward.train.max_steps=2", "reward.train.batch_size=4", "reward.train.max_length=160",
              "reward.train.norm_pairs=8"]
     reward.run(compose_cfg([*overrides, *small], "reward"))
-    cfg = compose_cfg([*overrides, *small, "export_rl.scorer=hybrid"])
+    cfg = compose_cfg([*overrides, *small, "export_rl.scorer=hybrid"], "export-rl")
     export_rl.run(cfg)
     settings = json.loads((runs / "t" / "export_rl" / "verl" / "scorer.json").read_text())
     assert settings["scorer"] == "hybrid" and settings["reward_dir"] == str((runs / "t" / "reward").resolve())
@@ -362,7 +341,7 @@ def test_hybrid_export_scores_with_the_trained_reward_model_as_ppo_would(built, 
                                    [rows[r["case_id"]]["reward_model"]["ground_truth"] for r, _, _ in triples])
 
     assert exported_scores() == pytest.approx(expected, abs=1e-5)
-    export_rl.run(compose_cfg([*overrides, "export_rl.scorer=rules"]))
+    export_rl.run(compose_cfg([*overrides, "export_rl.scorer=rules"], "export-rl"))
     monkeypatch.setenv(SCORER_ENV, str(runs / "t" / "reward"))
     assert exported_scores() == pytest.approx(expected, abs=1e-5)
 
@@ -376,14 +355,15 @@ def test_auto_model_prefers_the_exported_sft_reference(built, tmp_path):
     exported.mkdir(parents=True)
     for name in ("manifest.json", "config.json"):  # what `halluguard export` leaves (weights do not matter here)
         (exported / name).write_text("{}")
-    cfg = compose_cfg(overrides)
+    cfg = compose_cfg(overrides, "export-rl")
     launch = export_rl.launch_settings(cfg, export_rl.load_build(cfg))
     assert launch.model == str(exported) and "the SFT reference, merged by `halluguard export`" in launch.model_why
     # no tokenizer there to measure the prompts with: the experiment's own limit, said so
     assert launch.max_prompt_length == cfg.ppo.max_prompt_length and "not measured" in launch.prompt_length_note
-    assert export_rl.pick_model(compose_cfg([*overrides, "export_rl.model=org/some-model"]))[0] == "org/some-model"
+    named = compose_cfg([*overrides, "export_rl.model=org/some-model"], "export-rl")
+    assert export_rl.pick_model(named)[0] == "org/some-model"
     with pytest.raises(HalluguardError, match="export_rl.model=/no/such/model: no such folder"):
-        export_rl.pick_model(compose_cfg([*overrides, "export_rl.model=/no/such/model"]))
+        export_rl.pick_model(compose_cfg([*overrides, "export_rl.model=/no/such/model"], "export-rl"))
 
 
 # ---------------------------------------------------------------- READMEs, settings, failures
@@ -446,7 +426,7 @@ def test_hybrid_scorer_without_a_reward_run_says_what_to_run(built, tmp_path):
     runs, overrides = runs_for(built, tmp_path)
     with pytest.raises(HalluguardError, match=r"export_rl.scorer=hybrid needs the trained reward model .*"
                                               r"halluguard reward exp=t"):
-        export_rl.run(compose_cfg([*overrides, "export_rl.scorer=hybrid"]))
+        export_rl.run(compose_cfg([*overrides, "export_rl.scorer=hybrid"], "export-rl"))
     assert not (runs / "t" / "export_rl").exists()
 
 
@@ -455,7 +435,7 @@ def test_a_failed_export_leaves_no_partial_folder_and_keeps_the_previous_one(bui
     from halluguard.stages import export_rl
 
     runs, overrides = runs_for(built, tmp_path)
-    cfg = compose_cfg([*overrides, "export_rl.format=verl"])
+    cfg = compose_cfg([*overrides, "export_rl.format=verl"], "export-rl")
     parent = runs / "t" / "export_rl"
 
     def broken(*_):
@@ -479,8 +459,8 @@ def test_export_rl_settings_are_checked_before_anything_loads(capsys):
     from halluguard.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'export_rl.format' must be one of verl, openrlhf, trl, all, got 'verll'"):
-        compose_cfg(["export_rl.format=verll"])
+        compose_cfg(["export_rl.format=verll"], "export-rl")
     with pytest.raises(ConfigError, match="'export_rl.scorer' must be one of rules, rm, hybrid"):
-        compose_cfg(["export_rl.scorer=model"])
-    assert compose_cfg([]).export_rl.format == "verl"
+        compose_cfg(["export_rl.scorer=model"], "export-rl")
+    assert compose_cfg([], "export-rl").export_rl.format == "verl"
     assert cli.main(["--help"]) == 0 and "export-rl" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import CONF, built_tiny_overrides
+from conftest import built_tiny_overrides, compose_cfg
 
 from halluguard.artifacts import Manifest
 from halluguard.errors import HalluguardError
@@ -22,21 +22,6 @@ def one_thread():
     torch.set_num_threads(1)  # a tiny model on a shared 2-core machine: threads only contend
     yield
     torch.set_num_threads(before)
-
-
-def compose_cfg(overrides, stage):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from halluguard.config import validate
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"stage={stage}", *overrides])
-    finally:
-        GlobalHydra.instance().clear()
-    return validate(cfg)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import re
 
 import pytest
+from conftest import compose_cfg
 
-from halluguard.artifacts import Manifest
 from halluguard.stages import build
 
 HINT = re.compile(r"Retrieval match: (strong|weak) \(similarity (-?\d\.\d\d)\)")
@@ -12,18 +12,8 @@ HINT = re.compile(r"Retrieval match: (strong|weak) \(similarity (-?\d\.\d\d)\)")
 
 @pytest.fixture(scope="module")
 def hinted_build(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from conftest import CONF
-    from halluguard.config import validate
-
     runs = tmp_path_factory.mktemp("runs")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=[
-            "stage=build", f"paths.runs={runs}", "exp=t", "builder.max_questions=150", "prompt.retrieval_hint=true"]))
-    GlobalHydra.instance().clear()
+    cfg = compose_cfg([f"paths.runs={runs}", "exp=t", "builder.max_questions=150", "prompt.retrieval_hint=true"])
     return cfg, build.run(cfg)
 
 
@@ -52,9 +42,9 @@ def test_the_stated_similarity_is_what_the_gate_sees(hinted_build, encoder):
     from halluguard.evaluation.heldout import fill_gate_similarity, load_heldout
     from halluguard.retrieval import KnowledgeIndex, passage_text
 
-    cfg, manifest = hinted_build
+    _, manifest = hinted_build
     questions = load_heldout(manifest.output_path("heldout"))
-    index = KnowledgeIndex.load(Manifest.load(manifest.path.parent).output_path("index"))
+    index = KnowledgeIndex.load(manifest.output_path("index"))
     fill_gate_similarity(questions, {p.id: passage_text(p) for p in index.passages}, encoder)
     sources = set()
     for q in questions:

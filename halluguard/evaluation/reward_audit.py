@@ -25,7 +25,6 @@ scored on the build's held-out prompt (the prompt-only baseline's own system mes
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -106,7 +105,7 @@ def warnings_for(models: dict) -> list[str]:
     return found
 
 
-def run_audit(cfg, results: dict, questions: Sequence, build) -> dict:
+def run_audit(cfg, results: dict, questions: Sequence, build, detector=None) -> dict:
     """``results.json``'s ``reward_audit``: ``{status, reason, scorer, models: {name: summarise()}, warnings}``."""
     from halluguard.artifacts import Manifest
     from halluguard.config import stage_dir
@@ -119,7 +118,7 @@ def run_audit(cfg, results: dict, questions: Sequence, build) -> dict:
     if not (folder / "manifest.json").is_file():
         return {"status": "skipped", "reason": f"no reward stage output in {folder} (run `halluguard reward`)"}
     try:
-        scorers = _load_scorers(cfg, Manifest.load(folder))
+        scorers = load_scorers(cfg, Manifest.load(folder), detector)
     except HalluguardError as exc:
         return {"status": "failed", "reason": str(exc)}
     passages, _ = load_build_context(build.path.parent, build)
@@ -137,19 +136,20 @@ def run_audit(cfg, results: dict, questions: Sequence, build) -> dict:
             "models": models, "warnings": warnings_for(models)}
 
 
-def _load_scorers(cfg, manifest) -> tuple:
+def load_scorers(cfg, manifest, detector=None) -> tuple:
+    """(reward model scorer, on the GPU when there is one; rule scorer) of a finished reward stage. ``detector``:
+    the caller's refusal detector (eval's, whose encoder is loaded already), else a new one."""
+    import torch
+
     from halluguard.refusal import RefusalDetector
     from halluguard.reward.rules import RuleScorer
     from halluguard.reward.scoring import RewardModelScorer
 
-    model_dir = manifest.output_path("reward_model", verify=False) if "reward_model" in manifest.outputs \
-        else Path(manifest.path).parent / "reward_model"
-    import torch
-
-    rm = RewardModelScorer.load(Path(model_dir), batch_size=int(cfg.reward.eval_batch_size),
+    rm = RewardModelScorer.load(manifest.output_path("reward_model", verify=False),
+                                batch_size=int(cfg.reward.eval_batch_size),
                                 device="cuda" if torch.cuda.is_available() else "cpu")
-    rules = RuleScorer(cfg.reward.rules, RefusalDetector(threshold=float(cfg.reward.refusal_threshold)))
-    return rm, rules
+    detector = detector or RefusalDetector(threshold=float(cfg.reward.refusal_threshold))
+    return rm, RuleScorer(cfg.reward.rules, detector)
 
 
 def format_audit(audit: dict) -> str:

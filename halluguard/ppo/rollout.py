@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from halluguard.generation import left_pad  # noqa: F401 (the one left-padding; callers import it from here too)
+
 
 @dataclass
 class Rollout:
@@ -67,18 +69,6 @@ class Rollout:
         return Rollout(q_ids[:, first:], q_mask[:, first:], r_ids[:, :width], r_mask[:, :width],
                        [self.texts[i] for i in rows] if self.texts else [],
                        [self.prompt_index[i] for i in rows] if self.prompt_index else [], trunk, first)
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, mask)`` of token lists, padded on the left to the longest."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq):] = torch.as_tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def mask_through_first_eos(response_ids: torch.Tensor, eos_id: int) -> torch.Tensor:

@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> Manifest:
     if cfg.eval.reward_audit:
         from halluguard.evaluation.reward_audit import run_audit
 
-        results["reward_audit"] = run_audit(cfg, results_by_name, questions, build)
+        results["reward_audit"] = run_audit(cfg, results_by_name, questions, build, detector)
 
     manifest = Manifest(stage="eval", exp=cfg.exp, config=to_plain(cfg))
     manifest.add_input("build_manifest", build.path)

@@ -354,6 +354,11 @@ def _shell(command: str, args: list[str]) -> str:
     return " \\\n    ".join([command, *args])
 
 
+def _launch_block(launch: Launch, final: Path, *setup: str) -> list[str]:
+    """The start of each README's "Launch" section: the model and data variables, then the engine's own set-up."""
+    return ["## Launch", "", "```bash", f"export MODEL={launch.model}", f"export DATA={final}", *setup, "```", ""]
+
+
 def _header(cfg: DictConfig, engine: str, fmt: str, data: BuildRows, launch: Launch, settings: dict,
             files: list[tuple[str, str]], columns: str) -> list[str]:
     c = data.counts()
@@ -460,17 +465,9 @@ def readme_verl(cfg: DictConfig, data: BuildRows, launch: Launch, settings: dict
                "(`{style: rule, ground_truth: <scoring record>}`), `extra_info` (index, split, label, answers, "
                "evidence_ids, case_id, question_id, question, kind, synthetic).")
     lines = _header(cfg, "veRL", "verl", data, launch, settings, files, columns)
+    lines += _launch_block(launch, final, f"export REWARD={reward_file('verl_reward')}",
+                           "GPUS_PER_NODE=8   # GPUs on each node", "NNODES=1          # nodes in the Ray cluster")
     lines += [
-        "## Launch",
-        "",
-        "```bash",
-        f"export MODEL={launch.model}",
-        f"export DATA={final}",
-        f"export REWARD={reward_file('verl_reward')}",
-        "GPUS_PER_NODE=8   # GPUs on each node",
-        "NNODES=1          # nodes in the Ray cluster",
-        "```",
-        "",
         "PPO with a critic and the KL penalty in the reward, as `halluguard ppo` trains:",
         "",
         "```bash",
@@ -546,17 +543,11 @@ def readme_openrlhf(cfg: DictConfig, data: BuildRows, launch: Launch, settings: 
                "`rejected` (messages, for `--prompt_key prompt --chosen_key chosen --rejected_key rejected "
                "--apply_chat_template`), `kind`, `label`, `case_id`, `question_id`, `split`.")
     lines = _header(cfg, "OpenRLHF", "openrlhf", data, launch, settings, files, columns)
+    lines += _launch_block(launch, final, f"export REWARD={reward_file('openrlhf_reward')}   # loaded by "
+                           "--remote_rm_url: reward_func(queries, prompts, labels)",
+                           "ray start --head --node-ip-address 0.0.0.0 --num-gpus 8   # other nodes: ray start "
+                           "--address=<head-ip>:6379")
     lines += [
-        "## Launch",
-        "",
-        "```bash",
-        f"export MODEL={launch.model}",
-        f"export DATA={final}",
-        f"export REWARD={reward_file('openrlhf_reward')}   # loaded by --remote_rm_url: reward_func(queries, "
-        "prompts, labels)",
-        "ray start --head --node-ip-address 0.0.0.0 --num-gpus 8   # other nodes: ray start --address=<head-ip>:6379",
-        "```",
-        "",
         "PPO with a critic and halluguard's reward function (KL penalty in the reward, as `halluguard ppo`):",
         "",
         "```bash",
@@ -640,14 +631,8 @@ def readme_trl(cfg: DictConfig, data: BuildRows, launch: Launch, settings: dict,
                "`halluguard_reward(completions, **kwargs)` reads `ground_truth`. Pair rows: TRL's conversational "
                "preference columns `prompt`, `chosen`, `rejected`, with `kind`, `label`, `case_id`.")
     lines = _header(cfg, "TRL", "trl", data, launch, settings, files, columns)
+    lines += _launch_block(launch, final)
     lines += [
-        "## Launch",
-        "",
-        "```bash",
-        f"export MODEL={launch.model}",
-        f"export DATA={final}",
-        "```",
-        "",
         f"GRPO with vLLM on the training GPUs (`--num_processes` goes to `accelerate launch`), KL to the reference "
         f"`--beta {launch.grpo_beta}` (TRL's default is 0: no KL at all):",
         "",
