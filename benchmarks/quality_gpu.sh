@@ -11,8 +11,13 @@
 #   B. ppo again from the same SFT reference and reward with KL budget and target 3.0, eval of ppo and gated_ppo:
 #      a second point on the trade-off curve;
 #   C. the DPO baseline (1 epoch) on the same SFT reference, eval of dpo.
+#   D. (only when listed in QUALITY_STEPS) ppo again from A's SFT reference and reward with QUALITY_D_OVERRIDES in
+#      place of QUALITY_OVERRIDES, eval of ppo and gated_ppo: an ablation of one setting on the same reference.
 # QUALITY_OVERRIDES (space-separated Hydra overrides) is added to every halluguard call, e.g. a prompt or reward
 # setting under test; the build in runs/EXP/build must have been made with the same build-time settings.
+# QUALITY_STEPS picks and orders the steps (default "A B C"; B, C and D need A's outputs, from this call or an
+# earlier one); QUALITY_A_MODELS is A's eval.models (default [auto]: every model); QUALITY_PPO_STEPS caps PPO's
+# steps (default 40); QUALITY_A_NEED is the budget A needs left to start (default 240 s).
 # Everything a person reads comes back under OUT_DIR: log.txt (the printed tables), and results.tar.gz
 # (each run's eval results/report/samples, PPO metrics and curves, stage manifests), refreshed after each step.
 set -uo pipefail
@@ -21,6 +26,11 @@ OUT_DIR=${1:?usage: quality_gpu.sh OUT_DIR [EXP]}
 EXP=${2:-gpu}
 BUDGET=${QUALITY_BUDGET_S:-480}
 read -r -a EXTRA <<< "${QUALITY_OVERRIDES:-}"
+read -r -a EXTRA_D <<< "${QUALITY_D_OVERRIDES:-}"
+read -r -a STEPS <<< "${QUALITY_STEPS:-A B C}"
+A_MODELS=${QUALITY_A_MODELS:-[auto]}
+A_NEED=${QUALITY_A_NEED:-240}       # seconds of budget A must have left to start
+PPO_STEPS=${QUALITY_PPO_STEPS:-40}  # the KL budget usually stops PPO first (step 9 and 16 on the first run)
 START=$(date +%s)
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/log.txt"
@@ -31,7 +41,7 @@ say() { echo "[quality_gpu +$(elapsed)s] $*" | tee -a "$LOG"; }
 
 collect() {  # the small files of every run so far, one archive (the loan returns at most 8 files)
     local files=()
-    for run in runs/"$EXP" runs/"$EXP"-b3 runs/"$EXP"-dpo; do
+    for run in runs/"$EXP" runs/"$EXP"-b3 runs/"$EXP"-dpo runs/"$EXP"-d; do
         for f in eval/results.json eval/report.md eval/samples.jsonl eval/ppo_curves.png ppo/metrics.jsonl \
                  ppo/curves.png ppo/manifest.json ppo/probes.jsonl dpo/manifest.json dpo/metrics.jsonl \
                  sft/manifest.json sft/samples.jsonl sft/metrics.jsonl reward/manifest.json reward/eval.json \
@@ -61,23 +71,42 @@ step() {  # step NAME MIN_SECONDS_LEFT command...: skipped when less than MIN_SE
 [ -f "runs/$EXP/build/manifest.json" ] || { echo "runs/$EXP/build is missing: run halluguard build exp=$EXP first" >&2; exit 2; }
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" | tee -a "$LOG" || exit 2
 
-# A: the chain with a converged SFT reference.
-step "A (sft 3 epochs, reward, ppo, eval)" 240 \
-    halluguard run exp="$EXP" 'run.stages=[sft,reward,ppo,eval]' \
-        sft.max_steps=-1 sft.epochs=3 reward.train.max_steps=-1 reward.train.epochs=1 \
-        ppo.steps=40 eval.batch_size=64 "${EXTRA[@]}" || { say "A failed"; exit 1; }
+step_A() {  # the chain with a converged SFT reference
+    step "A (sft 3 epochs, reward, ppo, eval)" "$A_NEED" \
+        halluguard run exp="$EXP" 'run.stages=[sft,reward,ppo,eval]' \
+            sft.max_steps=-1 sft.epochs=3 reward.train.max_steps=-1 reward.train.epochs=1 \
+            ppo.steps="$PPO_STEPS" eval.batch_size=64 "eval.models=$A_MODELS" "${EXTRA[@]}" || { say "A failed"; exit 1; }
+}
 
-# B: a looser KL budget on the same reference and reward.
-rm -rf "runs/$EXP-b3" && mkdir -p "runs/$EXP-b3" && cp -r "runs/$EXP/build" "runs/$EXP/sft" "runs/$EXP/reward" "runs/$EXP-b3/"
-step "B (ppo, KL budget 3)" 120 \
-    halluguard run exp="$EXP-b3" 'run.stages=[ppo,eval]' ppo.steps=40 ppo.kl.budget=3.0 ppo.kl.target=3.0 \
-        'eval.models=[ppo,gated_ppo]' eval.batch_size=64 "${EXTRA[@]}"
+fork() {  # a new experiment folder holding A's build, SFT reference and reward
+    [ -d "runs/$EXP/sft" ] && [ -d "runs/$EXP/reward" ] || { say "runs/$EXP has no sft/reward: run step A first"; exit 2; }
+    rm -rf "runs/$1" && mkdir -p "runs/$1" && cp -r "runs/$EXP/build" "runs/$EXP/sft" "runs/$EXP/reward" "runs/$1/"
+}
 
-# C: DPO on the same pairs from the same reference (its own folder: eval would overwrite A's).
-rm -rf "runs/$EXP-dpo" && mkdir -p "runs/$EXP-dpo" && cp -r "runs/$EXP/build" "runs/$EXP/sft" "runs/$EXP/reward" "runs/$EXP-dpo/"
-step "C (dpo baseline, 1 epoch)" 90 \
-    halluguard run exp="$EXP-dpo" 'run.stages=[ppo,eval]' ppo.algo=dpo ppo.dpo.max_steps=-1 ppo.dpo.epochs=1 \
-        'eval.models=[dpo,gated_dpo]' eval.batch_size=64 "${EXTRA[@]}"
+step_B() {  # a looser KL budget on the same reference and reward
+    fork "$EXP-b3"
+    step "B (ppo, KL budget 3)" 120 \
+        halluguard run exp="$EXP-b3" 'run.stages=[ppo,eval]' ppo.steps="$PPO_STEPS" ppo.kl.budget=3.0 ppo.kl.target=3.0 \
+            'eval.models=[ppo,gated_ppo]' eval.batch_size=64 "${EXTRA[@]}"
+}
+step_C() {  # DPO on the same pairs from the same reference (its own folder: eval would overwrite A's)
+    fork "$EXP-dpo"
+    step "C (dpo baseline, 1 epoch)" 90 \
+        halluguard run exp="$EXP-dpo" 'run.stages=[ppo,eval]' ppo.algo=dpo ppo.dpo.max_steps=-1 ppo.dpo.epochs=1 \
+            'eval.models=[dpo,gated_dpo]' eval.batch_size=64 "${EXTRA[@]}"
+}
+step_D() {  # ppo with QUALITY_D_OVERRIDES instead of QUALITY_OVERRIDES
+    fork "$EXP-d"
+    step "D (ppo with ${QUALITY_D_OVERRIDES:-no overrides})" 90 \
+        halluguard run exp="$EXP-d" 'run.stages=[ppo,eval]' ppo.steps="$PPO_STEPS" \
+            'eval.models=[ppo,gated_ppo]' eval.batch_size=64 "${EXTRA_D[@]}"
+}
+for s in "${STEPS[@]}"; do
+    case "$s" in
+        A|B|C|D) "step_$s" ;;
+        *) say "unknown step '$s' in QUALITY_STEPS (A, B, C or D)"; exit 2 ;;
+    esac
+done
 
 say "done"
 collect

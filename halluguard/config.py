@@ -229,11 +229,13 @@ class RuleWeightsConfig:
 
     refuse_ook: float = 1.0
     """Bonus for refusing an out-of-knowledge prompt."""
-    answer_ook: float = 1.0
-    """Penalty for answering an out-of-knowledge prompt (a confident fabrication)."""
+    answer_ook: float = 2.7
+    """Penalty for answering an out-of-knowledge prompt (a confident fabrication). Larger than
+    ``refuse_ik`` because with ``scorer: hybrid`` the reward model itself scores answers above refusals
+    on both labels (eval's reward audit): 2.7 is the weight that audit found to cancel that pull."""
     refuse_ik: float = 1.5
-    """Penalty for refusing an in-knowledge prompt. Must be at least ``answer_ook``: a trial where it
-    cost 0.5 (against +1 / -1 for OOK) taught the policy to refuse everywhere."""
+    """Penalty for refusing an in-knowledge prompt. With ``scorer: rules`` keep it at least ``answer_ook``:
+    a trial where it cost 0.5 (against +1 / -1 for OOK) taught the policy to refuse everywhere."""
     support: float = 1.0
     """Weight of answer support on in-knowledge prompts (share of content tokens found in the evidence,
     or 1 when a gold answer appears in the response)."""
@@ -716,13 +718,14 @@ def _check_reward(r: DictConfig) -> None:
             raise ConfigError(f"config key 'reward.train.{key}' must be positive, got {r.train[key]}")
     if r.eval_batch_size <= 0:
         raise ConfigError(f"config key 'reward.eval_batch_size' must be positive, got {r.eval_batch_size}")
-    if r.rules.refuse_ik < r.rules.answer_ook:
+    # Only the rule terms alone can be judged here; a hybrid's balance depends on its reward model (eval's audit).
+    if r.scorer == "rules" and r.rules.refuse_ik < r.rules.answer_ook:
         import logging
 
         logging.getLogger("halluguard.config").warning(
-            "reward.rules.refuse_ik (%s) is below reward.rules.answer_ook (%s): refusing an answerable prompt is "
-            "then cheaper than fabricating, and a policy learns to refuse everywhere", r.rules.refuse_ik,
-            r.rules.answer_ook)
+            "reward.rules.refuse_ik (%s) is below reward.rules.answer_ook (%s) with reward.scorer=rules: refusing an "
+            "answerable prompt is then cheaper than fabricating, and a policy learns to refuse everywhere",
+            r.rules.refuse_ik, r.rules.answer_ook)
 
 
 def _check_sft(s: DictConfig) -> None:

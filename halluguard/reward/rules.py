@@ -20,8 +20,10 @@ also occur in the evidence text (``meta["evidence"]``); 0 for a response without
 An empty response is neither an answer nor a refusal; it gets the largest penalty so a policy
 cannot escape both penalties by saying nothing.
 
-The default weights make a needless refusal (``refuse_ik`` = 1.5) cost more than a fabrication
-(``answer_ook`` = 1.0): in a trial where it cost 0.5 the policy learned to refuse everywhere.
+Used alone (``reward.scorer: rules``), a needless refusal should cost at least as much as a
+fabrication: in a trial where ``refuse_ik`` was 0.5 against ``answer_ook`` 1.0 the policy learned to
+refuse everywhere. The default ``answer_ook`` (2.7) is larger than ``refuse_ik`` (1.5) because it is
+tuned for the hybrid, whose reward model pulls towards answering on both labels.
 """
 
 from __future__ import annotations
