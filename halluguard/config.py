@@ -397,6 +397,12 @@ class PpoConfig:
     balance_labels: bool = True
     """Each rollout batch half out-of-knowledge, half in-knowledge prompts (each kind shuffled on its own):
     batch rewards and both refusal rates then compare across steps."""
+    balance_reward: bool = False
+    """Before the first update, set ``reward.rules.answer_ook`` so that on the start policy's own samples answering
+    and refusing earn the same on average (zero drift, :mod:`halluguard.ppo.balance`): PPO can then gain only by
+    refusing where it should. Off by default until measured on a GPU run."""
+    balance_prompts: int = 64
+    """Training prompts (half per label) sampled for ``balance_reward``."""
     ppo_epochs: int = 2
     learning_rate: float = 3.0e-4
     max_grad_norm: float = 1.0
@@ -651,6 +657,9 @@ def _check_values(cfg: DictConfig) -> None:
     _check_reward(cfg.reward)
     _check_sft(cfg.sft)
     _check_ppo(cfg.ppo)
+    if cfg.ppo.balance_reward and cfg.reward.scorer == "rm":
+        raise ConfigError("config key 'ppo.balance_reward' sets reward.rules.answer_ook, which reward.scorer=rm does "
+                          "not use: set reward.scorer=hybrid (or rules), or ppo.balance_reward=false")
     _check_eval(cfg.eval)
     _check_use(cfg)
     _check_export_rl(cfg.export_rl)
@@ -787,6 +796,9 @@ def _check_ppo(p: DictConfig) -> None:
     for key in ("probe_prompts", "vf_coef", "generate_threads"):
         if p[key] < 0:
             raise ConfigError(f"config key 'ppo.{key}' must be >= 0, got {p[key]}")
+    if p.get("balance_reward") and p.balance_prompts < 2:
+        raise ConfigError(f"config key 'ppo.balance_prompts' must be >= 2 with ppo.balance_reward=true (half IK, "
+                          f"half OOK), got {p.balance_prompts}")
     if p.lora.top_layers < 0:
         raise ConfigError(f"config key 'ppo.lora.top_layers' must be >= 0 (0 = every block), got {p.lora.top_layers}")
 

@@ -54,3 +54,29 @@ def test_the_chain_audits_its_trained_models(tiny_chain):  # noqa: F811 (the fix
             assert summary[label]["refused"]["n"] + summary[label]["answered"]["n"] == results["data"]["by_label"][label]
     assert "reward audit" in tiny_chain["result"].stdout
     assert "## Reward audit" in (tiny_chain["exp_dir"] / "eval" / "report.md").read_text()
+
+
+def test_ppo_is_audited_against_the_answer_ook_it_balanced_to(tmp_path):
+    from omegaconf import OmegaConf
+
+    from halluguard.evaluation.reward_audit import balanced_answer_ook, with_answer_ook
+    from halluguard.reward.rules import RuleScorer
+
+    class Never:
+        def is_refusal(self, responses):
+            return np.zeros(len(responses), dtype=bool)
+
+    rules = RuleScorer(OmegaConf.create({"refuse_ook": 1.0, "answer_ook": 2.7, "refuse_ik": 1.5, "support": 1.0}),
+                       Never())
+    rm, replaced = with_answer_ook(("rm", rules), 4.2)
+    meta = [{"label": "ook", "evidence": "", "answers": []}]
+    assert rm == "rm" and float(replaced.score(None, ["It is 25 euros."], meta)[0]) == pytest.approx(-4.2)
+    assert float(rules.score(None, ["It is 25 euros."], meta)[0]) == pytest.approx(-2.7)  # the original is untouched
+    cfg = OmegaConf.create({"paths": {"runs": str(tmp_path)}, "exp": "e", "ppo": {"algo": "ppo"}})
+    assert balanced_answer_ook(cfg) is None  # no PPO run
+    (tmp_path / "e" / "ppo").mkdir(parents=True)
+    (tmp_path / "e" / "ppo" / "manifest.json").write_text(json.dumps({"metrics": {"reward_balance": None}}))
+    assert balanced_answer_ook(cfg) is None  # PPO ran without balancing
+    (tmp_path / "e" / "ppo" / "manifest.json").write_text(
+        json.dumps({"metrics": {"reward_balance": {"answer_ook": 3.61}}}))
+    assert balanced_answer_ook(cfg) == 3.61

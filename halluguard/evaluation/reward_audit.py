@@ -123,17 +123,48 @@ def run_audit(cfg, results: dict, questions: Sequence, build, detector=None) -> 
         return {"status": "failed", "reason": str(exc)}
     passages, _ = load_build_context(build.path.parent, build)
     labels = [q.label for q in questions]
-    models = {}
+    configured = float(cfg.reward.rules.answer_ook)
+    balanced = balanced_answer_ook(cfg)
+    models, used = {}, {}
     for name in names:
         result = results[name]
         log.info("reward audit: scoring %s's %d answers", name, len(result.answers))
-        scores = score_answers(scorers, questions, result.answers, passages, float(cfg.reward.rm_weight))
+        # PPO trained against its balanced weight (ppo.balance_reward): audit it against that reward
+        used[name] = balanced if (name == "ppo" and balanced is not None) else configured
+        model_scorers = scorers if used[name] == configured else with_answer_ook(scorers, used[name])
+        scores = score_answers(model_scorers, questions, result.answers, passages, float(cfg.reward.rm_weight))
         models[name] = summarise(scores, labels, result.refused)
-    with_suggestion(models, float(cfg.reward.rules.answer_ook))
+        models[name]["answer_ook"] = used[name]
+        with_suggestion({name: models[name]}, used[name])
     return {"status": "ok", "reason": None,
             "scorer": {"reward_model": str(folder / "reward_model"), "rm_weight": float(cfg.reward.rm_weight),
-                       "rules": {k: float(v) for k, v in cfg.reward.rules.items()}},
+                       "rules": {k: float(v) for k, v in cfg.reward.rules.items()},
+                       "ppo_balanced_answer_ook": balanced},
             "models": models, "warnings": warnings_for(models)}
+
+
+def balanced_answer_ook(cfg) -> float | None:
+    """The ``answer_ook`` PPO set with ``ppo.balance_reward`` (from its manifest), or None."""
+    import json
+
+    from halluguard.config import stage_dir
+
+    path = stage_dir(cfg, "ppo") / "manifest.json"
+    try:
+        balance = (json.loads(path.read_text()).get("metrics") or {}).get("reward_balance")
+    except (OSError, ValueError):
+        return None
+    return float(balance["answer_ook"]) if balance else None
+
+
+def with_answer_ook(scorers: tuple, answer_ook: float) -> tuple:
+    """The same reward model and detector, with rule terms whose ``answer_ook`` is replaced."""
+    import copy
+
+    rm, rules = scorers
+    replaced = copy.copy(rules)
+    replaced.answer_ook = float(answer_ook)
+    return rm, replaced
 
 
 def load_scorers(cfg, manifest, detector=None) -> tuple:

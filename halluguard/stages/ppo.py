@@ -153,6 +153,14 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     work = work_dir(cfg)
     trainer = PpoTrainer(policy, tokenizer, scorer, prompts, p, work, seed=int(cfg.seed), detector=detector,
                          fingerprint=fingerprint, run_name=f"{cfg.exp}/{p.algo}")
+    balance = None
+    if p.balance_reward:  # before the first update: PPO's adapter is still the identity, these are the reference's answers
+        from halluguard.ppo.balance import balance_reward
+
+        balance = balance_reward(trainer.unwrapped, tokenizer, scorer, prompts, p, detector, int(cfg.seed))
+        print(f"reward balanced on {balance.prompts} samples of the start policy: reward.rules.answer_ook "
+              f"{balance.answer_ook_before:g} -> {balance.answer_ook:g} (drift {balance.drift_before:+.3f} -> "
+              f"{balance.drift_after:+.3f} per question)")
     result = trainer.train()
     final = output_dir(cfg)
     if not trainer.accelerator.is_main_process:  # one process writes; the others wait for it
@@ -171,6 +179,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         plot_curves(result.rows, out / "curves.png", float(p.kl.budget), result.chosen_step,
                     title=f"PPO - experiment {cfg.exp}")
         metrics = _ppo_metrics(result, p)
+        metrics["reward_balance"] = balance.to_dict() if balance else None
         atomic_write_text(out / "summary.md", _ppo_summary(cfg, result, metrics))
         for name, rel in (("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
                           ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")):
@@ -250,6 +259,7 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
          f"{p.batch_size} prompts x {p.ppo_epochs} epochs of {p.batch_size // p.mini_batch_size} minibatches per step, "
          f"beta {'adaptive toward ' + str(p.kl.target) if p.kl.adaptive else 'fixed'} (start {p.kl.beta})."), "",
         stop, "" if result.resumed_from is None else f"\nResumed from checkpoint step {result.resumed_from}.\n", "",
+        *_balance_lines(m.get("reward_balance")),
         f"| | step 0 (reference) | result (step {result.chosen_step}) | last measured (step {result.last_step}) |",
         "|---|---:|---:|---:|",
     ]
@@ -268,6 +278,16 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
               + ", ".join(f"{k} {_fmt(v)}" for k, v in m["seconds_by_phase"].items()), ""]
     lines += _probe_section(result.probes, result.chosen_step)
     return "\n".join(lines) + "\n"
+
+
+def _balance_lines(balance: dict | None) -> list[str]:
+    if not balance:
+        return []
+    return [(f"Reward balanced before training (`ppo.balance_reward`): on {balance['prompts']} samples of the start "
+             f"policy (refused IK {balance['refused']['ik'][0]}/{balance['refused']['ik'][1]}, OOK "
+             f"{balance['refused']['ook'][0]}/{balance['refused']['ook'][1]}) the reward's drift towards answering was "
+             f"{balance['drift_before']:+.3f} per question; `reward.rules.answer_ook` {balance['answer_ook_before']:g} "
+             f"-> {balance['answer_ook']:g} makes it {balance['drift_after']:+.3f}."), ""]
 
 
 def _probe_section(probes: list[dict], chosen: int) -> list[str]:
@@ -330,6 +350,9 @@ def _run_baseline(cfg: DictConfig) -> Manifest:
         from halluguard.refusal import RefusalDetector
         from halluguard.retrieval import Encoder
 
+        if cfg.ppo.balance_reward:
+            log.warning("ppo.balance_reward applies to ppo.algo=ppo only; the GRPO baseline uses "
+                        "reward.rules.answer_ook=%s as configured", cfg.reward.rules.answer_ook)
         _, rows, meta, _ = _prompt_rows(cfg, manifest)
         tokenizer = load_tokenizer(source, cfg.model)
         detector = RefusalDetector(encoder=Encoder.from_config(cfg.retriever), threshold=cfg.reward.refusal_threshold)
