@@ -158,6 +158,7 @@ def test_comparisons_carry_mcnemar_and_the_html_holds_charts_and_changes(evaluat
     markdown = (folder / "report.md").read_text()
     assert "![abstention_recall](chart_abstention_recall.png)" in markdown
     assert (folder / "chart_abstention_recall.png").stat().st_size > 1000
+    assert "![tradeoff](chart_tradeoff.png)" in markdown and (folder / "chart_tradeoff.png").stat().st_size > 5000
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="headless browser check needs /usr/bin/chromium, "

@@ -1,4 +1,4 @@
-"""The evaluation report: bar charts per metric, and the same content as Markdown and as one HTML file.
+"""The evaluation report: the trade-off chart, bar charts per metric, and the same content as Markdown and HTML.
 
 Inputs are the ``results.json`` dictionary the eval stage writes and the rows of its table of
 changed behaviour (:func:`changed_rows`). The HTML embeds every chart as a base64 data URI, so the
@@ -49,14 +49,22 @@ def changed_rows(questions, before, after) -> list[dict]:
 # ---------------------------------------------------------------- charts
 
 def write_charts(results: dict, out: Path) -> dict[str, str]:
-    """One bar chart per metric (value per model, 95% interval as error bars); returns metric -> file name."""
+    """The trade-off chart (:mod:`halluguard.evaluation.tradeoff`) and one bar chart per metric (value per model,
+    95% interval as error bars); returns chart name (``tradeoff`` or the metric) -> file name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from halluguard.evaluation.tradeoff import draw_tradeoff, tradeoff_points
+
     ok = {name: m for name, m in results["models"].items() if m["status"] == "ok"}
     charts = {}
+    points = tradeoff_points(results)
+    if points:  # first: where each model sits between refusing too little and too much
+        draw_tradeoff({"models": points}, out / "chart_tradeoff.png",
+                      title=f"refusal trade-off, experiment {results.get('exp', '')}".strip())
+        charts["tradeoff"] = "chart_tradeoff.png"
     for metric, meta in results["metrics"].items():
         names, values, lows, highs, colours = [], [], [], [], []
         for name, model in ok.items():
