@@ -44,6 +44,7 @@ def test_quickstart_reads_a_finished_run(tiny_chain, tmp_path, monkeypatch):  # 
     assert len(images) >= 3, "the PPO curves, the SFT loss and the eval charts should be shown"
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert f"run folder: {tiny_chain['exp_dir']}" in text and "sft -> ppo:" in text
+    assert "refusal trade-off (eval/chart_tradeoff.png)" in text
 
 
 def test_quickstart_without_a_run_says_to_run_make_demo(tmp_path, monkeypatch):
