@@ -62,7 +62,10 @@ def test_stage_end_to_end_on_the_tiny_kb(built, tiny_policy, capsys):
     base = AutoModelForCausalLM.from_pretrained(str(tiny_policy))
     PeftModel.from_pretrained(base, str(folder / "adapter"))  # the standard PEFT format
     assert set(torch.load(folder / "value_head.pt")) == {"linear.weight", "linear.bias"}
-    assert "PPO: 2 updates, completed; result = step 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PPO: 2 updates, completed; result = step 2" in out and "mean of 3 batches, first -> last: reward" in out
+    assert m["batch_means"]["window"] == 3 and len(m["batch_means"]["reward"]) == 2
+    assert "Means of the first and the last 3 batches up to the result" in summary
 
 
 def test_overlong_prompts_fail_before_any_training(built):
@@ -141,3 +144,16 @@ def test_the_baselines_are_dispatched_and_written_in_the_same_layout(built, monk
     else:
         prompts, scorer, meta = seen["args"][3:6]
         assert len(prompts) == len(meta) and prompts[0][-1]["role"] == "user" and hasattr(scorer, "score")
+
+
+def test_batch_means_average_the_first_and_last_rows_up_to_the_result():
+    from halluguard.stages.ppo import batch_means
+
+    rows = [{"step": i, "reward": float(i), "kl": 0.1 * i, "refusal_rate_ook": 0.5, "refusal_rate_ik": None if i == 0
+             else 0.25} for i in range(12)]
+    means = batch_means(rows, chosen_step=9, window=3)
+    assert means["window"] == 3
+    assert means["reward"] == [1.0, 8.0]  # steps 0-2 and 7-9: rows after the result are not the result's
+    assert means["kl"] == [0.1, 0.8] and means["refusal_rate_ook"] == [0.5, 0.5]
+    assert means["refusal_rate_ik"] == [0.25, 0.25]  # a batch without IK prompts is left out, not counted as 0
+    assert batch_means(rows[:1], 0)["window"] == 1

@@ -231,11 +231,31 @@ def _ppo_metrics(result, p) -> dict:
         "kl_last": last.get("kl"), "beta_last": last.get("beta"),
         "refusal_rate_ook_first": first.get("refusal_rate_ook"), "refusal_rate_ook_chosen": chosen.get("refusal_rate_ook"),
         "refusal_rate_ik_first": first.get("refusal_rate_ik"), "refusal_rate_ik_chosen": chosen.get("refusal_rate_ik"),
+        "batch_means": batch_means(rows, result.chosen_step),
         "train_seconds": result.train_seconds,
         "seconds_per_step": mean("time_step"),
         "seconds_by_phase": {k: mean(f"time_{k}") for k in ("generate", "score", "policy_forward", "ref_forward",
                                                             "update", "probe")},
     }
+
+
+MEANS_WINDOW = 5
+MEANS_KEYS = ("reward", "kl", "refusal_rate_ook", "refusal_rate_ik")
+
+
+def batch_means(rows: list[dict], chosen_step: int, window: int = MEANS_WINDOW) -> dict:
+    """Means of the first and of the last ``window`` batches up to the chosen step, per key. One batch of a few
+    prompts per label swings by tens of points (the demo's IK refusal went 0.75 -> 0.25 between steps 0 and 1
+    with KL 0.03): first-vs-chosen single rows read as progress when they are noise."""
+    upto = [r for r in rows if r["step"] <= chosen_step]
+    out: dict = {"window": min(window, len(upto))}
+    for key in MEANS_KEYS:
+        values = [r.get(key) for r in upto]
+        first = [v for v in values[:window] if v is not None]
+        last = [v for v in values[-window:] if v is not None]
+        out[key] = [round(sum(first) / len(first), 4) if first else None,
+                    round(sum(last) / len(last), 4) if last else None]
+    return out
 
 
 def _fmt(value) -> str:
@@ -271,9 +291,13 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
                        ("response_length", "response tokens"), ("refusal_rate_ook", "refusal rate, OOK prompts"),
                        ("refusal_rate_ik", "refusal rate, IK prompts (over-refusal)")):
         lines.append(f"| {label} | {_fmt(first.get(key))} | {_fmt(chosen.get(key))} | {_fmt(last.get(key))} |")
+    means = m.get("batch_means") or {}
     lines += ["", ("Each row is one rollout batch of the policy after that many updates; with a few prompts per "
-                   "step these rates are noisy. Judge the result on held-out questions (`halluguard eval`)."), "",
-              "![reward and KL](curves.png)", "",
+                   "step these rates are noisy. Judge the result on held-out questions (`halluguard eval`)."), ""]
+    if means.get("window"):
+        lines += [f"Means of the first and the last {means['window']} batches up to the result: "
+                  + ", ".join(f"{k} {_fmt(means[k][0])} -> {_fmt(means[k][1])}" for k in MEANS_KEYS) + ".", ""]
+    lines += ["![reward and KL](curves.png)", "",
               f"Time: {m['train_seconds']} s in all, {_fmt(m['seconds_per_step'])} s per step; per phase (s): "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in m["seconds_by_phase"].items()), ""]
     lines += _probe_section(result.probes, result.chosen_step)
@@ -318,7 +342,13 @@ def _print_result(result, m: dict, final: Path) -> None:
     print(f"   reward {_fmt(m['reward_first'])} -> {_fmt(m['reward_chosen'])}, score {_fmt(m['score_first'])} -> "
           f"{_fmt(m['score_chosen'])}, KL {_fmt(m['kl_chosen'])} (budget {m['kl_budget']})")
     print(f"   refusal rate OOK {_fmt(m['refusal_rate_ook_first'])} -> {_fmt(m['refusal_rate_ook_chosen'])}, "
-          f"IK {_fmt(m['refusal_rate_ik_first'])} -> {_fmt(m['refusal_rate_ik_chosen'])}")
+          f"IK {_fmt(m['refusal_rate_ik_first'])} -> {_fmt(m['refusal_rate_ik_chosen'])} (single batches: noisy)")
+    means = m.get("batch_means") or {}
+    if means.get("window", 0) > 1:
+        print(f"   mean of {means['window']} batches, first -> last: reward {_fmt(means['reward'][0])} -> "
+              f"{_fmt(means['reward'][1])}, refusal rate OOK {_fmt(means['refusal_rate_ook'][0])} -> "
+              f"{_fmt(means['refusal_rate_ook'][1])}, IK {_fmt(means['refusal_rate_ik'][0])} -> "
+              f"{_fmt(means['refusal_rate_ik'][1])}")
     print(f"summary: {final / 'summary.md'}")
 
 
