@@ -366,10 +366,23 @@ def _case_row(case: Case, prompt_cfg, probe: Optional[ProbeResult]) -> dict:
 
 def _write_outputs(out_dir: Path, cfg, cases, pairs, case_by_id, results, questions, held_ids,
                    warning: Optional[str]) -> dict[str, Path]:
-    from datasets import Dataset, DatasetDict
-    from datasets.utils.logging import disable_progress_bar
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
-    disable_progress_bar()  # saving a few thousand rows takes milliseconds
+    # Saving a few thousand rows takes milliseconds: no bars for that, but the caller's setting is restored
+    # (datasets' switch is process-wide; `halluguard run` goes on to stages that map and save).
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bar()
+    try:
+        return _save_outputs(out_dir, cfg, cases, pairs, case_by_id, results, questions, held_ids, warning)
+    finally:
+        if was_enabled:
+            enable_progress_bar()
+
+
+def _save_outputs(out_dir: Path, cfg, cases, pairs, case_by_id, results, questions, held_ids,
+                  warning: Optional[str]) -> dict[str, Path]:
+    from datasets import Dataset, DatasetDict
+
     probe_by_q = {r.question_id: r for r in results}
     pair_rows = {side: [_pair_row(p, case_by_id[p.case_id], cfg.prompt) for p in pairs[side]] for side in pairs}
     case_rows = {side: [_case_row(c, cfg.prompt, probe_by_q.get(c.source_question_id)) for c in cases[side]]

@@ -75,9 +75,13 @@ def test_context_swaps_never_show_the_answer(demo_build):
 
 
 def test_same_seed_gives_the_same_pairs(demo_build, compose, tmp_path):
+    from datasets.utils.logging import is_progress_bar_enabled
+
     manifest, folder = demo_build
     cfg = compose([f"paths.runs={tmp_path}", "exp=again", "builder.max_questions=200"])
+    bars = is_progress_bar_enabled()
     again = build.run(cfg).path.parent
+    assert is_progress_bar_enabled() == bars  # the build silences datasets' bars only while it saves
     for name in ("pairs_train.jsonl", "pairs_heldout.jsonl", "cases.jsonl"):
         assert sha256_file(folder / name) == sha256_file(again / name), name
 
