@@ -19,7 +19,8 @@ def group_options():
 def test_every_shipped_option_composes_and_validates(compose, group, option):
     required = {("model", "hf"): ["model.name_or_path=/tmp"], ("kb", "jsonl"): ["kb.passages=/tmp/p.jsonl"],
                 ("kb", "textdir"): ["kb.passages=/tmp"]}
-    cfg = compose([f"{group}={option}", *required.get((group, option), [])])
+    add = "+" if group == "experiment" else ""  # experiments are added on top of the defaults, not chosen among them
+    cfg = compose([f"{add}{group}={option}", *required.get((group, option), [])])
     assert cfg.stage == "build"
     # Every interpolation resolves (no ??? left, no broken ${...}).
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -67,3 +67,13 @@ def test_the_before_after_table_lists_models_that_ran_and_names_the_others():
     assert lines[1].split() == ["reference", "0.100", "n/a", "0.500", "0.200", "0.000", "0.900"]
     assert lines[2].split() == ["ppo", "0.750", "0.100", "0.800", "0.700", "0.500", "0.250"]
     assert lines[3].split() == ["dpo", "unavailable:", "no", "dpo", "policy"]
+
+
+def test_the_squad2_experiment_composes_onto_the_defaults(compose):
+    cfg = compose(["+experiment=squad2"], stage="run")
+    assert cfg.exp == "squad2" and cfg.kb.name == "squad2" and cfg.kb.format == "squad2"
+    assert cfg.kb.unindexed_fraction == 0.2 and cfg.kb.unindexed_by == "group"  # whole articles out of the index
+    # a prompt PPO accepts, plus its answer, fits what SFT and the reward model train on
+    assert cfg.ppo.max_prompt_length + cfg.ppo.max_new_tokens <= cfg.sft.max_length == cfg.reward.train.max_length
+    assert cfg.run.stages == ["build", "sft", "reward", "ppo", "eval"]  # the same chain as make demo
+    assert compose(["+experiment=squad2", "exp=mine"], stage="run").exp == "mine"
