@@ -59,7 +59,8 @@ def test_the_chain_audits_its_trained_models(tiny_chain):  # noqa: F811 (the fix
 def test_ppo_is_audited_against_the_answer_ook_it_balanced_to(tmp_path):
     from omegaconf import OmegaConf
 
-    from halluguard.evaluation.reward_audit import balanced_answer_ook, with_answer_ook
+    from halluguard.artifacts import Manifest
+    from halluguard.evaluation.reward_audit import ppo_balanced_answer_ook, with_answer_ook
     from halluguard.reward.rules import RuleScorer
 
     class Never:
@@ -73,10 +74,10 @@ def test_ppo_is_audited_against_the_answer_ook_it_balanced_to(tmp_path):
     assert rm == "rm" and float(replaced.score(None, ["It is 25 euros."], meta)[0]) == pytest.approx(-4.2)
     assert float(rules.score(None, ["It is 25 euros."], meta)[0]) == pytest.approx(-2.7)  # the original is untouched
     cfg = OmegaConf.create({"paths": {"runs": str(tmp_path)}, "exp": "e", "ppo": {"algo": "ppo"}})
-    assert balanced_answer_ook(cfg) is None  # no PPO run
-    (tmp_path / "e" / "ppo").mkdir(parents=True)
-    (tmp_path / "e" / "ppo" / "manifest.json").write_text(json.dumps({"metrics": {"reward_balance": None}}))
-    assert balanced_answer_ook(cfg) is None  # PPO ran without balancing
-    (tmp_path / "e" / "ppo" / "manifest.json").write_text(
-        json.dumps({"metrics": {"reward_balance": {"answer_ook": 3.61}}}))
-    assert balanced_answer_ook(cfg) == 3.61
+    assert ppo_balanced_answer_ook(cfg) is None  # no PPO run
+    folder = tmp_path / "e" / "ppo"
+    folder.mkdir(parents=True)
+    Manifest(stage="ppo", exp="e", config={}, metrics={"reward_balance": None}).write(folder)
+    assert ppo_balanced_answer_ook(cfg) is None  # PPO ran without balancing
+    Manifest(stage="ppo", exp="e", config={}, metrics={"reward_balance": {"answer_ook": 3.61}}).write(folder)
+    assert ppo_balanced_answer_ook(cfg) == 3.61

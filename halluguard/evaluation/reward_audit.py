@@ -75,10 +75,14 @@ def summarise(scores: dict[str, np.ndarray], labels: Sequence[str], refused: Seq
     return out
 
 
-def zero_drift_answer_ook(summary: dict, answer_ook: float) -> float | None:
-    """``reward.rules.answer_ook`` that would make the hybrid drift zero on these answers (see the module doc)."""
+def zero_drift_answer_ook(summary: dict, answer_ook: float, ndigits: int | None = 2) -> float | None:
+    """``reward.rules.answer_ook`` that would make the hybrid drift zero on these answers (see the module doc);
+    rounded for reading, or exact with ``ndigits=None`` (``ppo.balance_reward`` uses the value)."""
     drift = summary.get("drift", {}).get("hybrid")
-    return None if drift is None else round(float(answer_ook) + 2 * drift, 2)
+    if drift is None:
+        return None
+    value = float(answer_ook) + 2 * drift
+    return value if ndigits is None else round(value, ndigits)
 
 
 def with_suggestion(models: dict, answer_ook: float) -> dict:
@@ -124,18 +128,18 @@ def run_audit(cfg, results: dict, questions: Sequence, build, detector=None) -> 
     passages, _ = load_build_context(build.path.parent, build)
     labels = [q.label for q in questions]
     configured = float(cfg.reward.rules.answer_ook)
-    balanced = balanced_answer_ook(cfg)
-    models, used = {}, {}
+    balanced = ppo_balanced_answer_ook(cfg)
+    models = {}
     for name in names:
         result = results[name]
         log.info("reward audit: scoring %s's %d answers", name, len(result.answers))
         # PPO trained against its balanced weight (ppo.balance_reward): audit it against that reward
-        used[name] = balanced if (name == "ppo" and balanced is not None) else configured
-        model_scorers = scorers if used[name] == configured else with_answer_ook(scorers, used[name])
+        answer_ook = balanced if (name == "ppo" and balanced is not None) else configured
+        model_scorers = scorers if answer_ook == configured else with_answer_ook(scorers, answer_ook)
         scores = score_answers(model_scorers, questions, result.answers, passages, float(cfg.reward.rm_weight))
         models[name] = summarise(scores, labels, result.refused)
-        models[name]["answer_ook"] = used[name]
-        with_suggestion({name: models[name]}, used[name])
+        models[name]["answer_ook"] = answer_ook
+        with_suggestion({name: models[name]}, answer_ook)
     return {"status": "ok", "reason": None,
             "scorer": {"reward_model": str(folder / "reward_model"), "rm_weight": float(cfg.reward.rm_weight),
                        "rules": {k: float(v) for k, v in cfg.reward.rules.items()},
@@ -143,16 +147,14 @@ def run_audit(cfg, results: dict, questions: Sequence, build, detector=None) -> 
             "models": models, "warnings": warnings_for(models)}
 
 
-def balanced_answer_ook(cfg) -> float | None:
+def ppo_balanced_answer_ook(cfg) -> float | None:
     """The ``answer_ook`` PPO set with ``ppo.balance_reward`` (from its manifest), or None."""
-    import json
-
+    from halluguard.artifacts import Manifest
     from halluguard.config import stage_dir
 
-    path = stage_dir(cfg, "ppo") / "manifest.json"
     try:
-        balance = (json.loads(path.read_text()).get("metrics") or {}).get("reward_balance")
-    except (OSError, ValueError):
+        balance = Manifest.load(stage_dir(cfg, "ppo")).metrics.get("reward_balance")
+    except HalluguardError:  # no PPO run (or an unreadable manifest): nothing was balanced
         return None
     return float(balance["answer_ook"]) if balance else None
 

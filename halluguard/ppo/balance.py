@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from halluguard.errors import HalluguardError
-from halluguard.evaluation.reward_audit import summarise
+from halluguard.evaluation.reward_audit import summarise, zero_drift_answer_ook
 
 log = logging.getLogger("halluguard.ppo")
 _STREAM = 2**31 - 2
@@ -79,8 +79,7 @@ def balanced_answer_ook(parts: dict[str, np.ndarray], labels: Sequence[str], ref
                     "and sometimes answers (ppo.start=sft), raise ppo.balance_prompts, or set ppo.balance_reward=false")
     drift = float(summary["drift"]["hybrid"])
     # answer_ook is a magnitude: when even 0 leaves the reward pulling towards refusal, 0 is the closest it gets.
-    # (the audit's zero_drift_answer_ook, unrounded: this value is used, not printed)
-    new = max(0.0, float(answer_ook) + 2 * drift)
+    new = max(0.0, zero_drift_answer_ook(summary, answer_ook, ndigits=None))
     return new, drift, drift - (new - float(answer_ook)) / 2
 
 
