@@ -13,11 +13,18 @@
 #   C. the DPO baseline (1 epoch) on the same SFT reference, eval of dpo.
 #   D. (only when listed in QUALITY_STEPS) ppo again from A's SFT reference and reward with QUALITY_D_OVERRIDES in
 #      place of QUALITY_OVERRIDES, eval of ppo and gated_ppo: an ablation of one setting on the same reference.
+#   R. (only when listed) A's sft and reward stages alone, the shared start of P.
+#   P. (only when listed) QUALITY_P variants run at once on the one device (a 135M policy leaves it mostly
+#      idle, so several runs cost about the wall time of one), each in its own folder runs/EXP-NAME holding
+#      A's build, SFT reference and reward. QUALITY_P is ';'-separated NAME|STAGES|OVERRIDES, e.g.
+#      "bal|ppo,eval|ppo.balance_reward=true 'eval.models=[sft,ppo]';full|sft,eval|sft.finetune=full"
+#      (a stage a variant reruns is not copied from A). QUALITY_OVERRIDES is added to each.
 # QUALITY_OVERRIDES (space-separated Hydra overrides) is added to every halluguard call, e.g. a prompt or reward
 # setting under test; the build in runs/EXP/build must have been made with the same build-time settings.
 # QUALITY_STEPS picks and orders the steps (default "A B C"; B, C and D need A's outputs, from this call or an
 # earlier one); QUALITY_A_MODELS is A's eval.models (default [auto]: every model); QUALITY_PPO_STEPS caps PPO's
-# steps (default 40); QUALITY_A_NEED is the budget A needs left to start (default 240 s).
+# steps (default 40); QUALITY_ALLOW_CPU=1 skips the CUDA check (a dry run of the script logic with tiny
+# overrides); QUALITY_A_NEED is the budget A needs left to start (default 240 s).
 # Everything a person reads comes back under OUT_DIR: log.txt (the printed tables), and results.tar.gz
 # (each run's eval results/report/samples, PPO metrics and curves, stage manifests), refreshed after each step.
 set -uo pipefail
@@ -41,11 +48,11 @@ say() { echo "[quality_gpu +$(elapsed)s] $*" | tee -a "$LOG"; }
 
 collect() {  # the small files of every run so far, one archive (the loan returns at most 8 files)
     local files=()
-    for run in runs/"$EXP" runs/"$EXP"-b3 runs/"$EXP"-dpo runs/"$EXP"-d; do
+    for run in runs/"$EXP" runs/"$EXP"-*; do
         for f in eval/results.json eval/report.md eval/samples.jsonl eval/ppo_curves.png ppo/metrics.jsonl \
                  ppo/curves.png ppo/manifest.json ppo/probes.jsonl dpo/manifest.json dpo/metrics.jsonl \
                  sft/manifest.json sft/samples.jsonl sft/metrics.jsonl reward/manifest.json reward/eval.json \
-                 ppo/summary.md dpo/summary.md run/manifest.json; do
+                 ppo/summary.md dpo/summary.md run/manifest.json console.log; do
             [ -f "$run/$f" ] && files+=("$run/$f")
         done
     done
@@ -69,7 +76,10 @@ step() {  # step NAME MIN_SECONDS_LEFT command...: skipped when less than MIN_SE
 }
 
 [ -f "runs/$EXP/build/manifest.json" ] || { echo "runs/$EXP/build is missing: run halluguard build exp=$EXP first" >&2; exit 2; }
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" | tee -a "$LOG" || exit 2
+if [ "${QUALITY_ALLOW_CPU:-0}" != 1 ]; then
+    python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
+        | tee -a "$LOG" || exit 2
+fi
 
 step_A() {  # the chain with a converged SFT reference
     step "A (sft 3 epochs, reward, ppo, eval)" "$A_NEED" \
@@ -78,9 +88,14 @@ step_A() {  # the chain with a converged SFT reference
             ppo.steps="$PPO_STEPS" eval.batch_size=64 "eval.models=$A_MODELS" "${EXTRA[@]}" || { say "A failed"; exit 1; }
 }
 
-fork() {  # a new experiment folder holding A's build, SFT reference and reward
+fork() {  # fork NAME [STAGE...]: a new experiment folder holding A's build, SFT reference and reward, less the stages listed
+    local name=$1; shift
     [ -d "runs/$EXP/sft" ] && [ -d "runs/$EXP/reward" ] || { say "runs/$EXP has no sft/reward: run step A first"; exit 2; }
-    rm -rf "runs/$1" && mkdir -p "runs/$1" && cp -r "runs/$EXP/build" "runs/$EXP/sft" "runs/$EXP/reward" "runs/$1/"
+    rm -rf "runs/$name" && mkdir -p "runs/$name" && cp -r "runs/$EXP/build" "runs/$name/"
+    local stage
+    for stage in sft reward; do
+        [[ " $* " == *" $stage "* ]] || cp -r "runs/$EXP/$stage" "runs/$name/"
+    done
 }
 
 step_B() {  # a looser KL budget on the same reference and reward
@@ -101,10 +116,38 @@ step_D() {  # ppo with QUALITY_D_OVERRIDES instead of QUALITY_OVERRIDES
         halluguard run exp="$EXP-d" 'run.stages=[ppo,eval]' ppo.steps="$PPO_STEPS" \
             'eval.models=[ppo,gated_ppo]' eval.batch_size=64 "${EXTRA_D[@]}"
 }
+step_R() {  # A's sft and reward only: the shared start of the P variants
+    step "R (sft 3 epochs, reward)" 120 \
+        halluguard run exp="$EXP" 'run.stages=[sft,reward]' \
+            sft.max_steps=-1 sft.epochs=3 reward.train.max_steps=-1 reward.train.epochs=1 "${EXTRA[@]}" \
+        || { say "R failed"; exit 1; }
+}
+step_P() {  # the QUALITY_P variants at once, each from A's (or R's) reference in runs/EXP-NAME
+    local specs variant name stages overrides pids=() names=() i rc
+    IFS=';' read -r -a specs <<< "${QUALITY_P:?QUALITY_P lists the variants of step P: NAME|STAGES|OVERRIDES;...}"
+    for variant in "${specs[@]}"; do
+        IFS='|' read -r name stages overrides <<< "$variant"
+        [ -n "$name" ] && [ -n "$stages" ] || { say "bad QUALITY_P entry '$variant': NAME|STAGES|OVERRIDES"; exit 2; }
+        fork "$EXP-$name" ${stages//,/ }
+        local -a vo=()
+        eval "vo=($overrides)"  # the overrides keep their shell quoting, e.g. 'eval.models=[sft,ppo]'
+        say "start P/$name: stages [$stages] ${vo[*]}"
+        ( timeout "$(( BUDGET - $(elapsed) ))" halluguard run exp="$EXP-$name" "run.stages=[$stages]" \
+              ppo.steps="$PPO_STEPS" eval.batch_size=64 "${EXTRA[@]}" "${vo[@]}" > "runs/$EXP-$name.log" 2>&1 ) &
+        pids+=($!); names+=("$name")
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}"; rc=$?
+        say "end P/${names[$i]}: exit $rc; its last lines:"
+        tail -n 40 "runs/$EXP-${names[$i]}.log" | tee -a "$LOG"
+        cp "runs/$EXP-${names[$i]}.log" "runs/$EXP-${names[$i]}/console.log" 2>/dev/null
+        collect
+    done
+}
 for s in "${STEPS[@]}"; do
     case "$s" in
-        A|B|C|D) "step_$s" ;;
-        *) say "unknown step '$s' in QUALITY_STEPS (A, B, C or D)"; exit 2 ;;
+        A|B|C|D|R|P) "step_$s" ;;
+        *) say "unknown step '$s' in QUALITY_STEPS (A, B, C, D, R or P)"; exit 2 ;;
     esac
 done
 
