@@ -14,9 +14,10 @@
 #   D. (only when listed in QUALITY_STEPS) ppo again from A's SFT reference and reward with QUALITY_D_OVERRIDES in
 #      place of QUALITY_OVERRIDES, eval of ppo and gated_ppo: an ablation of one setting on the same reference.
 #   R. (only when listed) A's sft and reward stages alone, the shared start of P.
-#   P. (only when listed) QUALITY_P variants run at once on the one device (a 135M policy leaves it mostly
-#      idle, so several runs cost about the wall time of one), each in its own folder runs/EXP-NAME holding
-#      A's build, SFT reference and reward. QUALITY_P is ';'-separated NAME|STAGES|OVERRIDES, e.g.
+#   P. (only when listed) the QUALITY_P variants, one after another, each in its own folder runs/EXP-NAME
+#      holding A's build, SFT reference and reward. QUALITY_P_PARALLEL=1 runs them at once instead, which
+#      measured *slower*: five at once on one H100 made a PPO step 17-35 s against 2.5-3.3 s alone.
+#      QUALITY_P is ';'-separated NAME|STAGES|OVERRIDES, e.g.
 #      "bal|ppo,eval|ppo.balance_reward=true 'eval.models=[sft,ppo]';full|sft,eval|sft.finetune=full"
 #      (a stage a variant reruns is not copied from A). QUALITY_OVERRIDES is added to each.
 # QUALITY_OVERRIDES (space-separated Hydra overrides) is added to every halluguard call, e.g. a prompt or reward
@@ -125,24 +126,33 @@ step_R() {  # A's sft and reward only: the shared start of the P variants
 step_P() {  # the QUALITY_P variants at once, each from A's (or R's) reference in runs/EXP-NAME
     local specs variant name stages overrides pids=() names=() i rc
     IFS=';' read -r -a specs <<< "${QUALITY_P:?QUALITY_P lists the variants of step P: NAME|STAGES|OVERRIDES;...}"
-    for variant in "${specs[@]}"; do
+    for variant in "${specs[@]}"; do  # every entry checked before the first one runs
         IFS='|' read -r name stages overrides <<< "$variant"
         [ -n "$name" ] && [ -n "$stages" ] || { say "bad QUALITY_P entry '$variant': NAME|STAGES|OVERRIDES"; exit 2; }
+    done
+    for variant in "${specs[@]}"; do
+        IFS='|' read -r name stages overrides <<< "$variant"
         fork "$EXP-$name" ${stages//,/ }
         local -a vo=()
         eval "vo=($overrides)"  # the overrides keep their shell quoting, e.g. 'eval.models=[sft,ppo]'
+        local left=$(( BUDGET - $(elapsed) ))
+        if [ "$left" -lt 60 ]; then say "skip P/$name: ${left}s of the budget left"; continue; fi
         say "start P/$name: stages [$stages] ${vo[*]}"
-        ( timeout "$(( BUDGET - $(elapsed) ))" halluguard run exp="$EXP-$name" "run.stages=[$stages]" \
+        ( timeout "$left" halluguard run exp="$EXP-$name" "run.stages=[$stages]" \
               ppo.steps="$PPO_STEPS" eval.batch_size=64 "${EXTRA[@]}" "${vo[@]}" > "runs/$EXP-$name.log" 2>&1 ) &
         pids+=($!); names+=("$name")
+        [ "${QUALITY_P_PARALLEL:-0}" = 1 ] || p_wait "${pids[-1]}" "$name"
     done
-    for i in "${!pids[@]}"; do
-        wait "${pids[$i]}"; rc=$?
-        say "end P/${names[$i]}: exit $rc; its last lines:"
-        tail -n 40 "runs/$EXP-${names[$i]}.log" | tee -a "$LOG"
-        cp "runs/$EXP-${names[$i]}.log" "runs/$EXP-${names[$i]}/console.log" 2>/dev/null
-        collect
-    done
+    if [ "${QUALITY_P_PARALLEL:-0}" = 1 ]; then
+        for i in "${!pids[@]}"; do p_wait "${pids[$i]}" "${names[$i]}"; done
+    fi
+}
+p_wait() {  # p_wait PID NAME: wait for one P variant, log its last lines, gather its files
+    wait "$1"; local rc=$?
+    say "end P/$2: exit $rc; its last lines:"
+    tr '\r' '\n' < "runs/$EXP-$2.log" | grep -v '^ppo:\|^eval ' | tail -n 40 | tee -a "$LOG"
+    cp "runs/$EXP-$2.log" "runs/$EXP-$2/console.log" 2>/dev/null
+    collect
 }
 for s in "${STEPS[@]}"; do
     case "$s" in
