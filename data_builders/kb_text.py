@@ -10,19 +10,17 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from data_builders.kb_memo import KBMemo
 from halluguard.kb import Passage
 
-_CACHE: dict[tuple, tuple[list[str], list[str], dict]] = {}
+_TEXTS = KBMemo(max_entries=32)
 
 
 def _texts(passages: Sequence[Passage], with_title: bool) -> tuple[list[str], list[str], dict]:
-    key = (id(passages), len(passages), passages[0].id if passages else "", with_title)
-    if key not in _CACHE:
-        if len(_CACHE) > 32:
-            _CACHE.clear()
+    def compute():
         raw = [f"{p.title}\n{p.text}" if (with_title and p.title) else p.text for p in passages]
-        _CACHE[key] = (raw, [t.lower() for t in raw], {})
-    return _CACHE[key]
+        return raw, [t.lower() for t in raw], {}
+    return _TEXTS.get(passages, with_title, compute)
 
 
 def count_mentions(phrase: str, passages: Sequence[Passage], *, with_title: bool = True,

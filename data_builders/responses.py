@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 from data_builders import responses_zh
+from data_builders.kb_memo import KBMemo
 from data_builders.kb_text import count_mentions
 from data_builders.answer_types import (NUMBER_WORDS, answer_type, contains_answer, extract_entities,
                                         extract_values, normalize_answer, numeric_core, unit_of)
@@ -781,17 +782,14 @@ def _values(text: str, type_: str) -> tuple[str, ...]:
     return tuple(extract_values(text, type_))
 
 
-_KB_VALUES: dict[tuple, tuple[list[tuple[str, str]], Counter]] = {}
+_KB_VALUES = KBMemo(max_entries=64)
 
 
 def _kb_values(all_passages: Sequence[Passage], type_: str) -> tuple[list[tuple[str, str]], Counter]:
     """Every distinct value of ``type_`` in the knowledge base (value, normalised key), in KB order,
     and how many passages state each key. Computed once per knowledge base and type: the scan over all
     passages would otherwise run for every question."""
-    key = (id(all_passages), len(all_passages), all_passages[0].id if all_passages else "", type_)
-    if key not in _KB_VALUES:
-        if len(_KB_VALUES) > 64:
-            _KB_VALUES.clear()
+    def compute():
         recurring: Counter = Counter()
         values: list[tuple[str, str]] = []
         seen: set[str] = set()
@@ -803,8 +801,8 @@ def _kb_values(all_passages: Sequence[Passage], type_: str) -> tuple[list[tuple[
                 if k not in seen and answer_type(v) == type_:
                     seen.add(k)
                     values.append((v, k))
-        _KB_VALUES[key] = (values, recurring)
-    return _KB_VALUES[key]
+        return values, recurring
+    return _KB_VALUES.get(all_passages, type_, compute)
 
 
 def _kb_alternative(gold: str, type_: str, case: Case, all_passages: Sequence[Passage],
