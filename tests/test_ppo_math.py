@@ -252,3 +252,16 @@ def test_moving_average_trails_and_skips_missing_values():
 
     assert moving_average([1.0, 3.0, None, 5.0], window=2) == [1.0, 2.0, None, 4.0]
     assert moving_average([None, None]) == [None, None]
+
+
+def test_probe_refusal_change_counts_judged_rows_per_label():
+    from halluguard.stages.ppo import probe_refusal_change
+
+    rows = [{"step": 0, "label": "ook", "refusal": False}, {"step": 0, "label": "ook", "refusal": True},
+            {"step": 0, "label": "ik", "refusal": False}, {"step": 4, "label": "ook", "refusal": True},
+            {"step": 4, "label": "ook", "refusal": True}, {"step": 4, "label": "ik", "refusal": None},
+            {"step": 4, "label": "ik", "refusal": True}, {"step": 2, "label": "ik", "refusal": True}]
+    assert probe_refusal_change(rows, chosen_step=4) == {"ook": [[1, 2], [2, 2]], "ik": [[0, 1], [1, 1]]}
+    assert probe_refusal_change(rows, chosen_step=3) is None  # no probes at the result step
+    no_detector = [{**r, "refusal": None} for r in rows]
+    assert probe_refusal_change(no_detector, chosen_step=4) is None

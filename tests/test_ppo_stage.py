@@ -66,6 +66,15 @@ def test_stage_end_to_end_on_the_tiny_kb(built, tiny_policy, capsys):
     assert "PPO: 2 updates, completed; result = step 2" in out and "mean of 3 batches, first -> last: reward" in out
     assert m["batch_means"]["window"] == 3 and len(m["batch_means"]["reward"]) == 2
     assert "Means of the first and the last 3 batches up to the result" in summary
+    # greedy refusals on the same probe prompts (one per label here), at every probe step and step 0 -> result
+    assert all({"probe_refusal_rate_ook", "probe_refusal_rate_ik"} <= set(r) for r in rows)
+    change = m["probe_refusal"]
+    for label in ("ook", "ik"):
+        at = {step: [p["refusal"] for p in probes if p["step"] == step and p["label"] == label] for step in (0, 2)}
+        assert change[label] == [[sum(at[0]), len(at[0])], [sum(at[2]), len(at[2])]] and len(at[0]) == 1
+        assert rows[2][f"probe_refusal_rate_{label}"] == sum(at[2]) / len(at[2])
+    assert "greedy refusals on the fixed probe prompts, step 0 -> step 2: OOK" in out
+    assert "Greedy refusals on the fixed probe prompts" in summary
 
 
 def test_overlong_prompts_fail_before_any_training(built):

@@ -54,10 +54,15 @@ def plot_curves(rows: Sequence[dict], png: Path, budget: float | None = None,
         ax_f.plot(steps, values, "o", color=color, markersize=3, alpha=0.4)
         ax_f.plot(steps, moving_average(values, window), "-", color=color, linewidth=2,
                   label=f"{name}, mean of last {window}")
+    for key, color in (("probe_refusal_rate_ook", "tab:green"), ("probe_refusal_rate_ik", "tab:red")):
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax_f.plot(*zip(*points), "s--", color=color, markersize=6, alpha=0.8,
+                      label=f"{key.split('_')[-1].upper()} probe prompts, greedy")
     ax_f.set_ylim(-0.05, 1.05)
     ax_f.set_xlabel("step (updates done)")
     ax_f.set_ylabel("share of the batch's responses refused")
-    ax_f.set_title("refusal rate in the rollout batch")
+    ax_f.set_title("refusal rate: batch (sampled), probes (greedy)")
     for ax in (ax_r, ax_k, ax_f):
         if chosen_step is not None:
             ax.axvline(chosen_step, color="green", alpha=0.4, label=f"result: step {chosen_step}")

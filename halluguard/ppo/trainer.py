@@ -227,6 +227,15 @@ def probe_phase(model: PolicyWithValue, tokenizer, prompts: PromptSet, indices: 
     return rows
 
 
+def probe_refusals(probes: list[dict]) -> dict[str, tuple[int, int]]:
+    """``{label: (refused, judged)}`` over probe rows the refusal detector judged."""
+    out = {}
+    for label in ("ook", "ik"):
+        judged = [r["refusal"] for r in probes if r.get("label") == label and r.get("refusal") is not None]
+        out[label] = (sum(bool(x) for x in judged), len(judged))
+    return out
+
+
 # ---------------------------------------------------------------- the loop
 
 class PpoTrainer:
@@ -411,10 +420,15 @@ class PpoTrainer:
         # Main process only, and no barrier: the others wait at the next collective anyway.
         if self.is_main and self.probe_indices:
             start = time.perf_counter()
-            self.runlog.probes(probe_phase(self.unwrapped, self.tokenizer, self.prompts, self.probe_indices,
-                                           self.settings, step, self.detector))
+            probes = probe_phase(self.unwrapped, self.tokenizer, self.prompts, self.probe_indices, self.settings,
+                                 step, self.detector)
+            self.runlog.probes(probes)
             if row is not None:
                 row["time_probe"] = round(time.perf_counter() - start, 4)
+                # Greedy, on the same prompts every time: what the evaluation reads, unlike the sampled batch.
+                for label, (refused, n) in probe_refusals(probes).items():
+                    if n:
+                        row[f"probe_refusal_rate_{label}"] = round(refused / n, 4)
 
     # -- the loop
     def train(self) -> PpoResult:

@@ -232,6 +232,7 @@ def _ppo_metrics(result, p) -> dict:
         "refusal_rate_ook_first": first.get("refusal_rate_ook"), "refusal_rate_ook_chosen": chosen.get("refusal_rate_ook"),
         "refusal_rate_ik_first": first.get("refusal_rate_ik"), "refusal_rate_ik_chosen": chosen.get("refusal_rate_ik"),
         "batch_means": batch_means(rows, result.chosen_step),
+        "probe_refusal": probe_refusal_change(result.probes, result.chosen_step),
         "train_seconds": result.train_seconds,
         "seconds_per_step": mean("time_step"),
         "seconds_by_phase": {k: mean(f"time_{k}") for k in ("generate", "score", "policy_forward", "ref_forward",
@@ -256,6 +257,27 @@ def batch_means(rows: list[dict], chosen_step: int, window: int = MEANS_WINDOW) 
         out[key] = [round(sum(first) / len(first), 4) if first else None,
                     round(sum(last) / len(last), 4) if last else None]
     return out
+
+
+def probe_refusal_change(probes: list[dict], chosen_step: int) -> dict | None:
+    """Greedy refusals on the fixed probe prompts at step 0 and at the result, ``{label: [[refused, n], [refused,
+    n]]}``: the same prompts before and after, decoded as the evaluation decodes (the batch rates are sampled
+    at the rollout temperature, and on the GPU run they rose where the greedy held-out answers fell)."""
+    from halluguard.ppo.trainer import probe_refusals
+
+    first = probe_refusals([r for r in probes if r["step"] == 0])
+    last = probe_refusals([r for r in probes if r["step"] == chosen_step])
+    if not any(n for _, n in first.values()) or not any(n for _, n in last.values()):
+        return None
+    return {label: [list(first[label]), list(last[label])] for label in ("ook", "ik")}
+
+
+def _probe_change_text(change: dict | None, chosen_step: int) -> str | None:
+    if not change:
+        return None
+    parts = [f"{label.upper()} {a[0]}/{a[1]} -> {b[0]}/{b[1]}" for label in ("ook", "ik")
+             for a, b in [change[label]]]
+    return f"greedy refusals on the fixed probe prompts, step 0 -> step {chosen_step}: " + ", ".join(parts)
 
 
 def _fmt(value) -> str:
@@ -297,6 +319,10 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
     if means.get("window"):
         lines += [f"Means of the first and the last {means['window']} batches up to the result: "
                   + ", ".join(f"{k} {_fmt(means[k][0])} -> {_fmt(means[k][1])}" for k in MEANS_KEYS) + ".", ""]
+    probe_text = _probe_change_text(m.get("probe_refusal"), result.chosen_step)
+    if probe_text:
+        lines += [probe_text[0].upper() + probe_text[1:] + " (`ppo.probe_prompts` sets how many; a handful "
+                  "cannot show a shift, a hundred can).", ""]
     lines += ["![reward and KL](curves.png)", "",
               f"Time: {m['train_seconds']} s in all, {_fmt(m['seconds_per_step'])} s per step; per phase (s): "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in m["seconds_by_phase"].items()), ""]
@@ -349,6 +375,9 @@ def _print_result(result, m: dict, final: Path) -> None:
               f"{_fmt(means['reward'][1])}, refusal rate OOK {_fmt(means['refusal_rate_ook'][0])} -> "
               f"{_fmt(means['refusal_rate_ook'][1])}, IK {_fmt(means['refusal_rate_ik'][0])} -> "
               f"{_fmt(means['refusal_rate_ik'][1])}")
+    probe_text = _probe_change_text(m.get("probe_refusal"), result.chosen_step)
+    if probe_text:
+        print(f"   {probe_text}")
     print(f"summary: {final / 'summary.md'}")
 
 
