@@ -6,7 +6,8 @@
 # Needs a finished `halluguard build exp=EXP` (default EXP=gpu) in runs/EXP/build and a CUDA device.
 # Runs, each step only while the time budget allows (QUALITY_BUDGET_S, default 480 s; the device
 # loans here are 15 minutes in all):
-#   A. sft (3 epochs instead of the CPU demo's 0.65), reward (1 epoch), ppo (the default KL budget 1.0), eval
+#   A. sft (3 epochs instead of the CPU demo's 0.65, with QUALITY_SFT: by default full fine-tuning at lr 5e-5,
+#      which on the third GPU run drew the boundary LoRA did not), reward (1 epoch), ppo (KL budget 1.0), eval
 #      of every model: the question of issues #5/#7 with an SFT reference trained to convergence;
 #   B. ppo again from the same SFT reference and reward with KL budget and target 3.0, eval of ppo and gated_ppo:
 #      a second point on the trade-off curve;
@@ -36,6 +37,7 @@ BUDGET=${QUALITY_BUDGET_S:-480}
 read -r -a EXTRA <<< "${QUALITY_OVERRIDES:-}"
 read -r -a EXTRA_D <<< "${QUALITY_D_OVERRIDES:-}"
 read -r -a STEPS <<< "${QUALITY_STEPS:-A B C}"
+read -r -a SFT <<< "${QUALITY_SFT-sft.finetune=full sft.learning_rate=5e-5}"  # QUALITY_SFT="" keeps conf/sft's LoRA
 A_MODELS=${QUALITY_A_MODELS:-[auto]}
 A_NEED=${QUALITY_A_NEED:-240}       # seconds of budget A must have left to start
 PPO_STEPS=${QUALITY_PPO_STEPS:-40}  # the KL budget usually stops PPO first (step 9 and 16 on the first run)
@@ -85,7 +87,7 @@ fi
 step_A() {  # the chain with a converged SFT reference
     step "A (sft 3 epochs, reward, ppo, eval)" "$A_NEED" \
         halluguard run exp="$EXP" 'run.stages=[sft,reward,ppo,eval]' \
-            sft.max_steps=-1 sft.epochs=3 reward.train.max_steps=-1 reward.train.epochs=1 \
+            sft.max_steps=-1 sft.epochs=3 "${SFT[@]}" reward.train.max_steps=-1 reward.train.epochs=1 \
             ppo.steps="$PPO_STEPS" eval.batch_size=64 "eval.models=$A_MODELS" "${EXTRA[@]}" || { say "A failed"; exit 1; }
 }
 
@@ -120,7 +122,7 @@ step_D() {  # ppo with QUALITY_D_OVERRIDES instead of QUALITY_OVERRIDES
 step_R() {  # A's sft and reward only: the shared start of the P variants
     step "R (sft 3 epochs, reward)" 120 \
         halluguard run exp="$EXP" 'run.stages=[sft,reward]' \
-            sft.max_steps=-1 sft.epochs=3 reward.train.max_steps=-1 reward.train.epochs=1 "${EXTRA[@]}" \
+            sft.max_steps=-1 sft.epochs=3 "${SFT[@]}" reward.train.max_steps=-1 reward.train.epochs=1 "${EXTRA[@]}" \
         || { say "R failed"; exit 1; }
 }
 step_P() {  # the QUALITY_P variants at once, each from A's (or R's) reference in runs/EXP-NAME
