@@ -77,3 +77,11 @@ def test_the_squad2_experiment_composes_onto_the_defaults(compose):
     assert cfg.ppo.max_prompt_length + cfg.ppo.max_new_tokens <= cfg.sft.max_length == cfg.reward.train.max_length
     assert cfg.run.stages == ["build", "sft", "reward", "ppo", "eval"]  # the same chain as make demo
     assert compose(["+experiment=squad2", "exp=mine"], stage="run").exp == "mine"
+
+
+def test_the_boundary_experiment_trains_sft_for_three_epochs_on_every_projection(compose):
+    cfg = compose(["+experiment=boundary"], stage="sft")
+    assert cfg.exp == "boundary" and cfg.sft.max_steps == -1 and cfg.sft.epochs == 3
+    assert cfg.sft.finetune == "lora" and cfg.sft.lora.r == 64 and cfg.sft.lora.alpha == 128
+    assert {"gate_proj", "up_proj", "down_proj", "q_proj"} <= set(cfg.sft.lora.target_modules)
+    assert cfg.kb.name == compose([], stage="sft").kb.name  # only the SFT changes: same knowledge base and builders as the demo
