@@ -37,7 +37,9 @@ BUDGET=${QUALITY_BUDGET_S:-480}
 read -r -a EXTRA <<< "${QUALITY_OVERRIDES:-}"
 read -r -a EXTRA_D <<< "${QUALITY_D_OVERRIDES:-}"
 read -r -a STEPS <<< "${QUALITY_STEPS:-A B C}"
-read -r -a SFT <<< "${QUALITY_SFT-sft.finetune=full sft.learning_rate=5e-5}"  # QUALITY_SFT="" keeps conf/sft's LoRA
+# QUALITY_SFT="" keeps conf/sft's LoRA; "+experiment=boundary" is the LoRA (r64, attention + MLP) that drew the
+# boundary on CPU (AUC 0.727), not yet run on a GPU
+read -r -a SFT <<< "${QUALITY_SFT-sft.finetune=full sft.learning_rate=5e-5}"
 A_MODELS=${QUALITY_A_MODELS:-[auto]}
 A_NEED=${QUALITY_A_NEED:-240}       # seconds of budget A must have left to start
 PPO_STEPS=${QUALITY_PPO_STEPS:-40}  # the KL budget usually stops PPO first (step 9 and 16 on the first run)
