@@ -40,6 +40,8 @@ read -r -a STEPS <<< "${QUALITY_STEPS:-A B C}"
 # QUALITY_SFT="" keeps conf/sft's LoRA; "+experiment=boundary" is the LoRA (r64, attention + MLP) that drew the
 # boundary on CPU (AUC 0.727), not yet run on a GPU
 read -r -a SFT <<< "${QUALITY_SFT-sft.finetune=full sft.learning_rate=5e-5}"
+# the reference and reward model of steps A and R
+TRAIN=(sft.max_steps=-1 sft.epochs=3 "${SFT[@]}" reward.train.max_steps=-1 reward.train.epochs=1)
 A_MODELS=${QUALITY_A_MODELS:-[auto]}
 A_NEED=${QUALITY_A_NEED:-240}       # seconds of budget A must have left to start
 PPO_STEPS=${QUALITY_PPO_STEPS:-40}  # the KL budget usually stops PPO first (step 9 and 16 on the first run)
@@ -88,8 +90,7 @@ fi
 
 step_A() {  # the chain with a converged SFT reference
     step "A (sft 3 epochs, reward, ppo, eval)" "$A_NEED" \
-        halluguard run exp="$EXP" 'run.stages=[sft,reward,ppo,eval]' \
-            sft.max_steps=-1 sft.epochs=3 "${SFT[@]}" reward.train.max_steps=-1 reward.train.epochs=1 \
+        halluguard run exp="$EXP" 'run.stages=[sft,reward,ppo,eval]' "${TRAIN[@]}" \
             ppo.steps="$PPO_STEPS" eval.batch_size=64 "eval.models=$A_MODELS" "${EXTRA[@]}" || { say "A failed"; exit 1; }
 }
 
@@ -123,12 +124,11 @@ step_D() {  # ppo with QUALITY_D_OVERRIDES instead of QUALITY_OVERRIDES
 }
 step_R() {  # A's sft and reward only: the shared start of the P variants
     step "R (sft 3 epochs, reward)" 120 \
-        halluguard run exp="$EXP" 'run.stages=[sft,reward]' \
-            sft.max_steps=-1 sft.epochs=3 "${SFT[@]}" reward.train.max_steps=-1 reward.train.epochs=1 "${EXTRA[@]}" \
+        halluguard run exp="$EXP" 'run.stages=[sft,reward]' "${TRAIN[@]}" "${EXTRA[@]}" \
         || { say "R failed"; exit 1; }
 }
-step_P() {  # the QUALITY_P variants at once, each from A's (or R's) reference in runs/EXP-NAME
-    local specs variant name stages overrides pids=() names=() i rc
+step_P() {  # the QUALITY_P variants, each from A's (or R's) reference in runs/EXP-NAME
+    local specs variant name stages overrides left pids=() names=() i
     IFS=';' read -r -a specs <<< "${QUALITY_P:?QUALITY_P lists the variants of step P: NAME|STAGES|OVERRIDES;...}"
     for variant in "${specs[@]}"; do  # every entry checked before the first one runs
         IFS='|' read -r name stages overrides <<< "$variant"
@@ -136,11 +136,11 @@ step_P() {  # the QUALITY_P variants at once, each from A's (or R's) reference i
     done
     for variant in "${specs[@]}"; do
         IFS='|' read -r name stages overrides <<< "$variant"
+        left=$(( BUDGET - $(elapsed) ))
+        if [ "$left" -lt 60 ]; then say "skip P/$name: ${left}s of the budget left"; continue; fi
         fork "$EXP-$name" ${stages//,/ }
         local -a vo=()
         eval "vo=($overrides)"  # the overrides keep their shell quoting, e.g. 'eval.models=[sft,ppo]'
-        local left=$(( BUDGET - $(elapsed) ))
-        if [ "$left" -lt 60 ]; then say "skip P/$name: ${left}s of the budget left"; continue; fi
         say "start P/$name: stages [$stages] ${vo[*]}"
         ( timeout "$left" halluguard run exp="$EXP-$name" "run.stages=[$stages]" \
               ppo.steps="$PPO_STEPS" eval.batch_size=64 "${EXTRA[@]}" "${vo[@]}" > "runs/$EXP-$name.log" 2>&1 ) &

@@ -32,6 +32,3 @@ class KBMemo:
             entry = (passages, signature, compute())
             self._entries[slot] = entry
         return entry[2]
-
-    def clear(self) -> None:
-        self._entries.clear()

@@ -272,12 +272,12 @@ def probe_refusal_change(probes: list[dict], chosen_step: int) -> dict | None:
     return {label: [list(first[label]), list(last[label])] for label in ("ook", "ik")}
 
 
-def _probe_change_text(change: dict | None, chosen_step: int) -> str | None:
+def _probe_change_text(change: dict | None) -> str | None:
+    """``OOK 3/6 -> 4/6, IK 1/6 -> 1/6`` from :func:`probe_refusal_change` (None when there are no probes)."""
     if not change:
         return None
-    parts = [f"{label.upper()} {a[0]}/{a[1]} -> {b[0]}/{b[1]}" for label in ("ook", "ik")
-             for a, b in [change[label]]]
-    return f"greedy refusals on the fixed probe prompts, step 0 -> step {chosen_step}: " + ", ".join(parts)
+    return ", ".join(f"{label.upper()} {before[0]}/{before[1]} -> {after[0]}/{after[1]}"
+                     for label, (before, after) in change.items())
 
 
 def _fmt(value) -> str:
@@ -319,10 +319,10 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
     if means.get("window"):
         lines += [f"Means of the first and the last {means['window']} batches up to the result: "
                   + ", ".join(f"{k} {_fmt(means[k][0])} -> {_fmt(means[k][1])}" for k in MEANS_KEYS) + ".", ""]
-    probe_text = _probe_change_text(m.get("probe_refusal"), result.chosen_step)
+    probe_text = _probe_change_text(m.get("probe_refusal"))
     if probe_text:
-        lines += [probe_text[0].upper() + probe_text[1:] + " (`ppo.probe_prompts` sets how many; a handful "
-                  "cannot show a shift, a hundred can).", ""]
+        lines += [f"Greedy refusals on the fixed probe prompts, step 0 -> step {result.chosen_step}: {probe_text} "
+                  "(`ppo.probe_prompts` sets how many; a handful cannot show a shift, a hundred can).", ""]
     lines += ["![reward and KL](curves.png)", "",
               f"Time: {m['train_seconds']} s in all, {_fmt(m['seconds_per_step'])} s per step; per phase (s): "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in m["seconds_by_phase"].items()), ""]
@@ -375,9 +375,9 @@ def _print_result(result, m: dict, final: Path) -> None:
               f"{_fmt(means['reward'][1])}, refusal rate OOK {_fmt(means['refusal_rate_ook'][0])} -> "
               f"{_fmt(means['refusal_rate_ook'][1])}, IK {_fmt(means['refusal_rate_ik'][0])} -> "
               f"{_fmt(means['refusal_rate_ik'][1])}")
-    probe_text = _probe_change_text(m.get("probe_refusal"), result.chosen_step)
+    probe_text = _probe_change_text(m.get("probe_refusal"))
     if probe_text:
-        print(f"   {probe_text}")
+        print(f"   greedy refusals on the fixed probe prompts, step 0 -> step {result.chosen_step}: {probe_text}")
     print(f"summary: {final / 'summary.md'}")
 
 
