@@ -1,0 +1,69 @@
+"""One model of several eval runs (seeds, variants) against a baseline, paired on the same held-out questions.
+
+    python benchmarks/compare_evals.py --baseline runs/gpu2-rules/eval:sft \\
+        s0=runs/gpu2-rules64/eval:ppo s1=runs/gpu2-s1/eval:ppo s2=runs/gpu2-s2/eval:ppo
+
+Each run is ``[NAME=]PATH:MODEL``: PATH an eval's samples.jsonl, its eval folder or its experiment folder,
+MODEL a model evaluated there (sft, ppo, gated_ppo, ...). Prints the key metrics of each, the change from the
+baseline with McNemar's p on the OOK and IK refusals, the mean / sd / range of the changes, and how many runs
+raised OOK refusal without raising over-refusal. ``--out`` writes the same as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_run(text: str) -> tuple[str, Path, str]:
+    """``[NAME=]PATH:MODEL`` -> (name, path, model); the name defaults to PATH:MODEL."""
+    from halluguard.errors import HalluguardError
+
+    name, eq, spec = text.partition("=")
+    if not eq:
+        name, spec = "", text
+    path, sep, model = spec.rpartition(":")
+    if not sep or not path or not model:
+        raise HalluguardError(f"{text!r}: expected [NAME=]PATH:MODEL, e.g. s0=runs/exp/eval:ppo")
+    return name or spec, Path(path), model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", required=True, help="[NAME=]PATH:MODEL of the baseline, e.g. runs/x/eval:sft")
+    parser.add_argument("runs", nargs="+", help="[NAME=]PATH:MODEL of each run to compare")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples for the paired intervals (0 = none)")
+    parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    args = parser.parse_args(argv)
+
+    from halluguard.errors import HalluguardError
+    from halluguard.evaluation.across_runs import across_runs, format_across_runs, outcomes_from_samples
+
+    try:
+        base_name, base_path, base_model = parse_run(args.baseline)
+        baseline = outcomes_from_samples(base_path, base_model)
+        runs = {}
+        for text in args.runs:
+            name, path, model = parse_run(text)
+            if name in runs:
+                raise HalluguardError(f"two runs are named {name!r}: name them NAME=PATH:MODEL")
+            runs[name] = outcomes_from_samples(path, model)
+        result = across_runs(baseline, runs, n_boot=args.bootstrap)
+    except HalluguardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_across_runs(result, base_name))
+    if args.out:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps({"baseline": base_name, **result}, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
