@@ -85,3 +85,16 @@ def test_the_boundary_experiment_trains_sft_for_three_epochs_on_every_projection
     assert cfg.sft.finetune == "lora" and cfg.sft.lora.r == 64 and cfg.sft.lora.alpha == 128
     assert {"gate_proj", "up_proj", "down_proj", "q_proj"} <= set(cfg.sft.lora.target_modules)
     assert cfg.kb.name == compose([], stage="sft").kb.name  # only the SFT changes: same knowledge base and builders as the demo
+
+
+def test_the_gpu_boundary_experiment_is_the_fourth_gpu_runs_chain(compose):
+    cfg = compose(["+experiment=gpu_boundary"], stage="ppo")
+    assert cfg.exp == "gpu_boundary" and cfg.sft.finetune == "full" and cfg.sft.learning_rate == 5e-5
+    assert cfg.sft.max_steps == -1 and cfg.sft.epochs == 3
+    assert cfg.reward.scorer == "rules" and cfg.ppo.balance_reward and cfg.ppo.balance_prompts == 128
+    assert cfg.ppo.batch_size == 64 and cfg.ppo.mini_batch_size == 16 and cfg.ppo.steps == 20
+    assert cfg.ppo.batch_size % cfg.ppo.mini_batch_size == 0
+    assert cfg.kb.name == compose([], stage="ppo").kb.name and cfg.ppo.kl.budget == compose([], stage="ppo").ppo.kl.budget
+    # quality_gpu.sh passes exp= and ppo.steps= itself: command-line values win over the experiment's
+    mixed = compose(["+experiment=gpu_boundary", "exp=gpu2", "ppo.steps=40"], stage="ppo")
+    assert mixed.exp == "gpu2" and mixed.ppo.steps == 40 and mixed.ppo.batch_size == 64
