@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from halluguard.errors import HalluguardError
 from halluguard.evaluation.outcomes import Outcome
@@ -114,8 +114,8 @@ def format_across_runs(result: dict, baseline_name: str = "baseline") -> str:
              f"{baseline_name:<{width}}" + "".join(f"{cell(result['baseline'][m]):>14}" for m in KEY_METRICS)]
     for name, run in result["runs"].items():
         lines.append(f"{name:<{width}}" + "".join(f"{cell(run['metrics'][m]):>14}" for m in KEY_METRICS))
-    lines += ["", f"change from {baseline_name} (McNemar p of the refusals: OOK, IK; 'met' = OOK refusal up and "
-              "over-refusal not up)", f"{'run':<{width}}{head}{'p OOK':>10}{'p IK':>10}{'met':>6}"]
+    lines += ["", (f"change from {baseline_name} (McNemar p of the refusals: OOK, IK; 'met' = OOK refusal up and "
+                   "over-refusal not up)"), f"{'run':<{width}}{head}{'p OOK':>10}{'p IK':>10}{'met':>6}"]
     for name, run in result["runs"].items():
         tests = run["mcnemar"]
         lines.append(f"{name:<{width}}" + "".join(f"{cell(run['diff'][m]['value'], True):>14}" for m in KEY_METRICS)
