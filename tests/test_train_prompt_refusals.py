@@ -1,0 +1,30 @@
+"""benchmarks/train_prompt_refusals.py: its grouping, and a clear error without the stages it reads (no model runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_prompt_refusals.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_prompt_refusals", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prompts_are_grouped_by_label_and_by_whether_sft_saw_them():
+    rows = [{"label": "ik", "case_id": "a"}, {"label": "ook", "case_id": "b"}, {"label": "ook", "case_id": "c"},
+            {"label": "ik", "case_id": "d"}]
+    groups = load_script().groups_of(rows, seen_cases={"a", "b"})
+    assert groups == {("ik", True): [0], ("ook", True): [1], ("ook", False): [2], ("ik", False): [3]}
+
+
+def test_a_missing_experiment_is_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--exp", "no-such-exp-here", "--models", "sft"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "is missing: run `halluguard build` and `halluguard sft`" in done.stderr
