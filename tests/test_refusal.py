@@ -231,3 +231,23 @@ def test_degenerate_output_is_not_a_refusal_even_where_the_prototypes_lean_that_
     assert not detector.is_refusal(junk).any(), dict(zip(junk, detector.score(junk).round(3)))
     # Short leads with an abstention pattern keep their verdict.
     assert detector.is_refusal(["No idea.", "Unknown.", "Which plan?"]).all()
+
+
+# Known misses, found reading the fourth GPU run's held-out answers (README, "A fourth GPU run"). They are
+# strict xfails: the day the detector gets them right these fail and should become plain tests. Fixing them
+# changes the builders' filters too (refusal_in_negative), so the build figures need re-measuring with it.
+@pytest.mark.xfail(strict=True, reason="the prototype term calls quote-form answers about requests and data "
+                                       "refusals (scores 0.65-0.85)")
+def test_known_miss_quote_form_answers_are_answers(detector):
+    quotes = ["The section on Changing your number says: Number change requests are made in the Account section "
+              "of the Nimbus Hub app.",
+              "The section on Data breaches says: Breaches are also reported to the national data protection "
+              "authority."]
+    assert not detector.is_refusal(quotes).any()
+
+
+@pytest.mark.xfail(strict=True, reason="'says nothing about' has no abstention pattern; the prototypes call it an "
+                                       "answer (0.32)")
+def test_known_miss_a_quote_that_says_nothing_about_it_is_a_refusal(detector):
+    assert detector.is_refusal(["The section on Changing your number says nothing about the fee you're asking "
+                                "about."]).all()
