@@ -86,3 +86,14 @@ def test_check_overrides_suggests_the_key_meant():
 def test_schema_paths_cover_groups():
     paths = schema_paths()
     assert {"model.name_or_path", "retriever.index", "kb.passages", "prompt.mode", "paths.cache"} <= paths
+
+
+def test_rules_alone_warn_of_a_cheap_needless_refusal_unless_ppo_rebalances(compose, caplog):
+    message = "is below reward.rules.answer_ook"
+    with caplog.at_level("WARNING", logger="halluguard.config"):
+        compose(["reward.scorer=rules"], stage="ppo")
+    assert message in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="halluguard.config"):  # PPO sets answer_ook itself before training
+        compose(["reward.scorer=rules", "ppo.balance_reward=true"], stage="ppo")
+    assert message not in caplog.text
