@@ -22,8 +22,9 @@
 #      "bal|ppo,eval|ppo.balance_reward=true 'eval.models=[sft,ppo]';full|sft,eval|sft.finetune=full"
 #      (a stage a variant reruns is not copied from A). QUALITY_OVERRIDES is added to each.
 # QUALITY_OVERRIDES (space-separated Hydra overrides) is added to every halluguard call, e.g. a prompt or reward
-# setting under test (QUALITY_OVERRIDES="+experiment=gpu_boundary" QUALITY_PPO_STEPS=20: the fourth GPU run's PPO, the rule
-# reward at 64 prompts a batch; the script's own exp= and ppo.steps= win over the experiment's); the build in runs/EXP/build must have been made with the same build-time settings.
+# setting under test (QUALITY_OVERRIDES="+experiment=gpu_boundary" QUALITY_PPO_STEPS=20: the fourth GPU run's PPO,
+# the rule reward at 64 prompts a batch; the script's own exp= and ppo.steps= win over the experiment's); the build
+# in runs/EXP/build must have been made with the same build-time settings.
 # QUALITY_STEPS picks and orders the steps (default "A B C"; B, C and D need A's outputs, from this call or an
 # earlier one); QUALITY_A_MODELS is A's eval.models (default [auto]: every model); QUALITY_PPO_STEPS caps PPO's
 # steps (default 40); QUALITY_ALLOW_CPU=1 skips the CUDA check (a dry run of the script logic with tiny

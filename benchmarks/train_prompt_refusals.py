@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def groups_of(rows: list[dict], seen_cases: set[str]) -> dict[tuple[str, bool], list[int]]:
-    """Row positions per (label, seen by SFT)."""
+def groups_of(questions, seen_cases: set[str]) -> dict[tuple[str, bool], list[int]]:
+    """Question positions per (label, seen by SFT)."""
     out: dict[tuple[str, bool], list[int]] = {}
-    for i, row in enumerate(rows):
-        out.setdefault((row["label"], row["case_id"] in seen_cases), []).append(i)
+    for i, question in enumerate(questions):
+        out.setdefault((question.label, question.case_id in seen_cases), []).append(i)
     return out
 
 
@@ -40,14 +40,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="write the rates and every answer as JSON here")
     args = parser.parse_args(argv)
 
-    from datasets import load_from_disk
+    import torch
     from hydra import compose, initialize_config_dir
 
     from halluguard.config import stage_dir, validate
     from halluguard.errors import HalluguardError
-    from halluguard.evaluation.heldout import EvalQuestion
-    from halluguard.evaluation.models import resolve_source
-    from halluguard.evaluation.runner import GenerationSettings, answer_with_policy
+    from halluguard.evaluation.heldout import load_heldout
+    from halluguard.evaluation.models import parse_spec
+    from halluguard.evaluation.runner import GenerationSettings, run_policy
     from halluguard.refusal import RefusalDetector
     from halluguard.retrieval import Encoder
 
@@ -61,29 +61,33 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     seen = {json.loads(line)["case_id"] for line in examples.open(encoding="utf-8") if line.strip()}
-    rows = load_from_disk(str(prompts_dir)).to_list()
+    prompts = load_heldout(prompts_dir)  # the PPO prompts have the held-out set's columns
     rng = random.Random(args.seed)
     chosen: list[tuple[tuple[str, bool], int]] = []
     sizes = {}
-    for key, positions in sorted(groups_of(rows, seen).items()):
+    for key, positions in sorted(groups_of(prompts, seen).items()):
         sizes[key] = len(positions)
         chosen += [(key, i) for i in sorted(rng.sample(positions, min(args.per_group, len(positions))))]
-    questions = [EvalQuestion(case_id=rows[i]["case_id"], question_id=rows[i]["question_id"],
-                              question=rows[i]["question"], label=rows[i]["label"], kind=rows[i].get("kind") or "",
-                              messages=list(rows[i]["prompt"])) for _, i in chosen]
+    questions = [prompts[i] for _, i in chosen]
     detector = RefusalDetector(encoder=Encoder.from_config(cfg.retriever))
     settings = GenerationSettings(batch_size=args.batch_size, max_new_tokens=int(cfg.eval.max_new_tokens))
-    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     refused: dict[str, list[bool]] = {}
     answers: dict[str, list[str]] = {}
     for name in [m for m in args.models.split(",") if m]:
         try:
-            source = resolve_source(cfg, name)
+            spec = parse_spec(name)
         except HalluguardError as err:
-            print(f"error: model {name}: {err}", file=sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
             return 2
-        answers[name] = answer_with_policy(source, cfg, questions, settings, device, desc=name)
-        refused[name] = [bool(x) for x in detector.is_refusal(answers[name])]
+        if spec.kind != "policy":
+            print(f"error: {name} is not a trained policy (sft, ppo, dpo, grpo, reference, ...)", file=sys.stderr)
+            return 2
+        result = run_policy(cfg, spec, questions, detector, device, settings)
+        if not result.ok:
+            print(f"error: model {name}: {result.reason}", file=sys.stderr)
+            return 2
+        answers[name], refused[name] = result.answers, [bool(x) for x in result.refused]
 
     names = list(refused)
     print(f"greedy refusal rate on exp={args.exp}'s PPO prompts (seen = SFT trained on the prompt)")

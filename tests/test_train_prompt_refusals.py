@@ -18,8 +18,10 @@ def load_script():
 
 
 def test_prompts_are_grouped_by_label_and_by_whether_sft_saw_them():
-    rows = [{"label": "ik", "case_id": "a"}, {"label": "ook", "case_id": "b"}, {"label": "ook", "case_id": "c"},
-            {"label": "ik", "case_id": "d"}]
+    from halluguard.evaluation.heldout import EvalQuestion
+
+    rows = [EvalQuestion(case_id=case, question_id=case, question="?", label=label, kind="", messages=[])
+            for case, label in (("a", "ik"), ("b", "ook"), ("c", "ook"), ("d", "ik"))]
     groups = load_script().groups_of(rows, seen_cases={"a", "b"})
     assert groups == {("ik", True): [0], ("ook", True): [1], ("ook", False): [2], ("ik", False): [3]}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from halluguard.errors import HalluguardError
 from halluguard.evaluation.outcomes import Outcome
-from halluguard.evaluation.summary import compare, summarize
+from halluguard.evaluation.summary import compare
 
 KEY_METRICS = ("abstention_recall", "over_refusal_context_has_answer", "balanced_accuracy", "refusal_auc",
                "ik_accuracy")
@@ -76,7 +76,7 @@ def across_runs(baseline: Sequence[Outcome], runs: dict[str, Sequence[Outcome]],
     """
     if not runs:
         raise HalluguardError("across_runs: give at least one run to compare with the baseline")
-    base = summarize(baseline, ci=False)["metrics"]
+    base: dict = {}
     out_runs = {}
     for name, outcomes in runs.items():
         try:
@@ -84,6 +84,7 @@ def across_runs(baseline: Sequence[Outcome], runs: dict[str, Sequence[Outcome]],
         except HalluguardError as err:
             raise HalluguardError(f"run {name!r}: {err}") from err
         metrics = compared["metrics"]
+        base = {m: metrics[m]["before"] for m in KEY_METRICS}  # the same in every comparison
         recall = metrics["abstention_recall"]["diff"]
         over = metrics["over_refusal_context_has_answer"]["diff"]
         out_runs[name] = {
@@ -98,7 +99,7 @@ def across_runs(baseline: Sequence[Outcome], runs: dict[str, Sequence[Outcome]],
         if diffs:
             spread[metric] = {"mean": statistics.fmean(diffs), "sd": statistics.stdev(diffs) if len(diffs) > 1 else None,
                               "min": min(diffs), "max": max(diffs)}
-    return {"n_questions": len(baseline), "baseline": {m: base[m]["value"] for m in KEY_METRICS},
+    return {"n_questions": len(baseline), "baseline": base,
             "runs": out_runs, "spread": spread, "met": sum(r["met"] for r in out_runs.values()),
             "n_runs": len(out_runs)}
 
