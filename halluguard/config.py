@@ -325,6 +325,9 @@ class SftConfig:
     balance_labels: bool = True
     """Cut the larger of the in-knowledge / out-of-knowledge example sets to the size of the smaller, so
     refusals are not the majority of what SFT teaches."""
+    reserve_ik_questions: int = 0
+    """In-knowledge training questions (picked by seed) SFT leaves out, so that PPO (``ppo.prompts=unseen_by_sft``)
+    trains on answerable questions the reference has not fitted, as every held-out one is."""
     logging_steps: int = 10
     samples: int = 6
     """Held-out prompts (half in-knowledge, half out-of-knowledge) answered greedily by the trained model
@@ -394,6 +397,9 @@ class PpoConfig:
     """Prompts per rollout."""
     mini_batch_size: int = 8
     """Responses per gradient step inside an iteration; must divide ``batch_size``."""
+    prompts: str = "all"
+    """``all`` the build's PPO prompts, or ``unseen_by_sft``: only those the SFT reference did not train on (with
+    ``sft.reserve_ik_questions`` > 0, in-knowledge questions as new to it as the held-out ones)."""
     balance_labels: bool = True
     """Each rollout batch half out-of-knowledge, half in-knowledge prompts (each kind shuffled on its own):
     batch rewards and both refusal rates then compare across steps."""
@@ -748,7 +754,7 @@ def _check_sft(s: DictConfig) -> None:
                           "set a positive sft.epochs, or sft.max_steps > 0")
     if s.max_steps == 0 or s.max_steps < -1:
         raise ConfigError(f"config key 'sft.max_steps' must be -1 (run sft.epochs) or positive, got {s.max_steps}")
-    for key in ("max_examples", "samples"):
+    for key in ("max_examples", "samples", "reserve_ik_questions"):
         if s[key] < 0:
             raise ConfigError(f"config key 'sft.{key}' must be >= 0 (0 = {'all' if key == 'max_examples' else 'none'}), "
                               f"got {s[key]}")
@@ -762,6 +768,7 @@ def _check_sft(s: DictConfig) -> None:
 
 PPO_ALGOS = ("ppo", "dpo", "grpo")
 PPO_STARTS = ("sft", "base")
+PPO_PROMPTS = ("all", "unseen_by_sft")  # halluguard.ppo.prompt_selection.PROMPT_CHOICES
 KL_PENALTIES = ("k1", "k3")
 REPORT_TO = ("tensorboard", "wandb")
 
@@ -769,12 +776,16 @@ REPORT_TO = ("tensorboard", "wandb")
 def _check_ppo(p: DictConfig) -> None:
     """PPO settings that would otherwise fail mid-run (or silently train something else)."""
     _require_choices({"ppo.algo": (p.algo, PPO_ALGOS), "ppo.start": (p.start, PPO_STARTS),
+                      "ppo.prompts": (p.prompts, PPO_PROMPTS),
                       "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES), "ppo.report_to": (p.report_to, REPORT_TO)})
     for key in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
                 "save_every", "probe_every", "learning_rate", "max_grad_norm", "temperature", "cliprange",
                 "cliprange_value"):
         if not p[key] > 0:
             raise ConfigError(f"config key 'ppo.{key}' must be positive, got {p[key]}")
+    if p.prompts != "all" and p.algo != "ppo":
+        raise ConfigError(f"config key 'ppo.prompts={p.prompts}' applies to ppo.algo=ppo only (dpo trains on the build's "
+                          f"pairs, grpo on every PPO prompt); got ppo.algo={p.algo}")
     if p.balance_labels and p.batch_size < 2:
         raise ConfigError(f"config key 'ppo.batch_size' ({p.batch_size}) must be >= 2 with ppo.balance_labels=true: "
                           "each batch holds both ik and ook prompts")

@@ -29,8 +29,8 @@ from halluguard.errors import HalluguardError
 log = logging.getLogger("halluguard.sft")
 
 IGNORE_INDEX = -100  # label value the loss skips (transformers' convention)
-COUNT_KEYS = ("rows_seen", "duplicate_prompt", "duplicate_prompt_other_chosen", "empty_chosen", "dropped_too_long",
-              "not_balanced", "not_sampled", "used")
+COUNT_KEYS = ("rows_seen", "duplicate_prompt", "duplicate_prompt_other_chosen", "reserved_for_ppo", "empty_chosen",
+              "dropped_too_long", "not_balanced", "not_sampled", "used")
 
 
 @dataclass
@@ -81,17 +81,19 @@ def tokenize_example(tokenizer, prompt: list[dict], response: str) -> tuple[list
 
 
 def prepare_examples(rows: Sequence[dict], tokenizer, max_length: int, max_examples: int = 0,
-                     seed: int = 0, balance_labels: bool = False) -> PreparedExamples:
+                     seed: int = 0, balance_labels: bool = False, reserve_ik_questions: int = 0) -> PreparedExamples:
     """One tokenized example per distinct prompt of ``rows`` (build pair rows); every row left out is counted.
 
     Counts: ``rows_seen``; ``duplicate_prompt`` (a later pair of a prompt already taken: the ik prompts
     carry one pair per kind of rejected response, all with the same chosen answer); of those,
     ``duplicate_prompt_other_chosen`` (the duplicate's chosen response differed: the first is kept);
-    ``empty_chosen``; ``dropped_too_long`` (prompt + response over ``max_length`` tokens);
+    ``reserved_for_ppo`` (prompts of the ``reserve_ik_questions`` in-knowledge questions, picked by seed, that
+    SFT leaves for PPO, their out-of-knowledge variants included: see :func:`reserved_questions`); ``empty_chosen``; ``dropped_too_long`` (prompt + response over ``max_length`` tokens);
     ``not_balanced`` (``balance_labels``: the larger of the ik / ook sets cut, by seed, to the size of the
     smaller); ``not_sampled`` (beyond ``max_examples``); ``used``.
     """
     out = PreparedExamples(rows=[], counts=Counter({k: 0 for k in COUNT_KEYS}))
+    reserved = reserved_questions(rows, reserve_ik_questions, seed)
     first_chosen: dict[str, str] = {}
     for row in rows:
         out.counts["rows_seen"] += 1
@@ -103,6 +105,9 @@ def prepare_examples(rows: Sequence[dict], tokenizer, max_length: int, max_examp
                 out.counts["duplicate_prompt_other_chosen"] += 1
             continue
         first_chosen[key] = chosen
+        if row.get("question_id") in reserved:
+            out.counts["reserved_for_ppo"] += 1
+            continue
         if not chosen.strip():
             out.counts["empty_chosen"] += 1
             continue
@@ -125,6 +130,25 @@ def prepare_examples(rows: Sequence[dict], tokenizer, max_length: int, max_examp
         out.rows = [out.rows[i] for i in keep]
     out.counts["used"] = len(out.rows)
     return out
+
+
+def reserved_questions(rows: Sequence[dict], count: int, seed: int) -> set[str]:
+    """``count`` in-knowledge question ids of ``rows``, picked by ``seed``, that SFT does not train on.
+
+    Why: SFT trains on (nearly) every in-knowledge training question, so PPO's in-knowledge prompts are all
+    ones the reference has fitted, while every held-out one is new. Measured on the demo build: PPO then
+    raised refusal on new in-knowledge questions although its training batches kept in-knowledge refusal
+    flat. Reserved questions give PPO in-knowledge prompts that look like held-out ones
+    (``ppo.prompts=unseen_by_sft``). Every prompt of a reserved question is left out, the out-of-knowledge
+    variants the builders made from it (context swap, entity swap) too, so SFT never sees the question.
+    """
+    if count <= 0:
+        return set()
+    ids = sorted({str(r["question_id"]) for r in rows if r.get("label") == "ik" and r.get("question_id") is not None})
+    if count >= len(ids):
+        raise HalluguardError(f"sft.reserve_ik_questions={count} would leave SFT no in-knowledge question: the training "
+                              f"split has {len(ids)}; reserve fewer")
+    return set(random.Random(f"reserve-{seed}").sample(ids, count))
 
 
 def _balanced(out: PreparedExamples, seed: int) -> list[dict]:

@@ -117,6 +117,64 @@ def test_starting_from_sft_without_its_stage_says_what_to_run(built):
         ppo.run(compose_cfg([*overrides, *PPO, "ppo.start=sft"], "ppo"))
 
 
+def _fake_sft_examples(exp_dir, case_ids):
+    """An sft stage folder holding only the ``examples.jsonl`` that ppo.prompts=unseen_by_sft reads."""
+    sft_dir = exp_dir / "sft"
+    sft_dir.mkdir()
+    examples = sft_dir / "examples.jsonl"
+    examples.write_text("".join(json.dumps({"case_id": c, "label": "x"}) + "\n" for c in case_ids))
+    manifest = Manifest(stage="sft", exp="t", config={})
+    manifest.add_output("examples", examples, sft_dir)
+    manifest.write(sft_dir)
+    return sft_dir
+
+
+def test_unseen_by_sft_trains_only_on_prompts_sft_did_not_see(built, capsys):
+    from datasets import load_from_disk
+
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    rows = list(load_from_disk(str(exp_dir / "build" / "ppo_prompts")))
+    ik = [r["case_id"] for r in rows if r["label"] == "ik"]
+    ook = [r["case_id"] for r in rows if r["label"] == "ook"]
+    assert len(ik) >= 1 and len(ook) >= 2
+    seen = ik[1:] + ook[1:]  # SFT "trained on" every prompt but one per label
+    sft_dir = _fake_sft_examples(exp_dir, seen)
+    try:
+        manifest = ppo.run(compose_cfg([*overrides, *PPO, "ppo.steps=1", "ppo.prompts=unseen_by_sft"], "ppo"))
+        folder = manifest.path.parent
+        m = Manifest.load(folder)
+        assert m.metrics["prompts"] == {"mode": "unseen_by_sft", "kept": 2, "seen_by_sft": len(seen),
+                                        "kept_by_label": {"ik": 1, "ook": 1}}
+        assert "sft_examples" in m.inputs
+        probes = [json.loads(line) for line in (folder / "probes.jsonl").read_text().splitlines()]
+        assert {p["case_id"] for p in probes} == {ik[0], ook[0]}
+        out = capsys.readouterr().out
+        assert f"PPO prompts (ppo.prompts=unseen_by_sft): 2 the SFT reference did not train on (ik 1, ook 1); " \
+               f"{len(seen)} it trained on left out" in out
+        assert "the SFT reference did not train on" in (folder / "summary.md").read_text()
+        # every prompt seen by SFT: nothing left to train on, a clear error before training
+        (sft_dir / "examples.jsonl").write_text("".join(json.dumps({"case_id": r["case_id"]}) + "\n" for r in rows))
+        m_sft = Manifest(stage="sft", exp="t", config={})
+        m_sft.add_output("examples", sft_dir / "examples.jsonl", sft_dir)
+        m_sft.write(sft_dir)
+        with pytest.raises(HalluguardError, match=r"leaves no PPO prompt.*sft\.reserve_ik_questions"):
+            ppo.run(compose_cfg([*overrides, *PPO, "ppo.prompts=unseen_by_sft"], "ppo"))
+    finally:
+        shutil.rmtree(sft_dir)
+        shutil.rmtree(exp_dir / "ppo", ignore_errors=True)
+
+
+def test_unseen_by_sft_without_an_sft_stage_says_what_to_run(built):
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    with pytest.raises(HalluguardError, match=r"ppo\.prompts=unseen_by_sft needs the SFT examples.*halluguard sft exp=t"):
+        ppo.run(compose_cfg([*overrides, *PPO, "ppo.prompts=unseen_by_sft"], "ppo"))
+    assert not (exp_dir / "ppo.work").exists()
+
+
 def test_the_command_is_registered_and_refuses_a_missing_build(tmp_path, capsys):
     from halluguard import cli
 

@@ -86,6 +86,44 @@ def test_balance_labels_cuts_the_larger_label_set_and_counts_it(tokenizer):
     assert balanced.counts["not_balanced"] == 3 and balanced.counts["used"] == 2
 
 
+def _labelled_rows(n_ik: int, n_ook: int) -> list[dict]:
+    rows = []
+    for i in range(n_ik + n_ook):
+        label = "ik" if i < n_ik else "ook"
+        rows.append({"prompt": [{"role": "user", "content": f"Passages: p{i}\nQuestion: q{i}?"}],
+                     "chosen": [{"role": "assistant", "content": "Yes." if label == "ik" else REFUSAL}],
+                     "rejected": [{"role": "assistant", "content": "No."}], "label": label,
+                     "case_id": f"c{i}", "question_id": f"q{i}"})
+    return rows
+
+
+def test_reserved_ik_questions_are_left_out_by_seed_and_counted(tokenizer):
+    from halluguard.sft import reserved_questions
+
+    rows = _labelled_rows(6, 6)
+    rows.append(dict(rows[0]))  # a second pair of a question: counted once, as a duplicate
+    # an out-of-knowledge variant of in-knowledge question q0 (the builders' context swap): same question_id
+    rows.append({**rows[6], "prompt": [{"role": "user", "content": "Passages: other\nQuestion: q0?"}],
+                 "case_id": "c0~swap", "question_id": "q0"})
+    ex = prepare_examples(rows, tokenizer, max_length=200, seed=4, balance_labels=True, reserve_ik_questions=2)
+    reserved = reserved_questions(rows, 2, seed=4)
+    assert len(reserved) == 2 and all(int(q[1:]) < 6 for q in reserved)  # in-knowledge questions only
+    used = {r["question_id"] for r in ex.rows}
+    assert not used & reserved  # no prompt of a reserved question, its variant included
+    assert "q0" in reserved and ex.counts["reserved_for_ppo"] == 3 and ex.counts["duplicate_prompt"] == 1
+    # balancing then cuts the out-of-knowledge side to the 4 in-knowledge questions left
+    assert ex.by_label() == {"ik": 4, "ook": 4}
+    assert reserved_questions(rows, 2, seed=4) == reserved  # the same seed picks the same questions
+    assert {frozenset(reserved_questions(rows, 2, seed=s)) for s in range(6)} != {frozenset(reserved)}
+    assert reserved_questions(rows, 0, seed=4) == set()
+    assert prepare_examples(rows, tokenizer, max_length=200, seed=4).counts["reserved_for_ppo"] == 0
+
+
+def test_reserving_every_ik_question_is_a_clear_error(tokenizer):
+    with pytest.raises(HalluguardError, match=r"sft.reserve_ik_questions=3 .* has 3"):
+        prepare_examples(_labelled_rows(3, 3), tokenizer, max_length=200, reserve_ik_questions=3)
+
+
 def test_loss_is_on_the_response_and_its_end_of_turn_only(tokenizer):
     from halluguard.prompting import render_prompt
 

@@ -95,6 +95,22 @@ def _prompt_rows(cfg: DictConfig, manifest: Manifest):
     return dataset, rows, pair_meta(rows, passages, answers), build
 
 
+def _select_prompts(cfg: DictConfig, rows: list[dict], meta: list[dict], manifest: Manifest):
+    """The prompts ``ppo.prompts`` keeps; ``unseen_by_sft`` reads which ones SFT trained on from its examples."""
+    from halluguard.ppo.prompt_selection import select_prompts, sft_case_ids
+
+    seen = None
+    if cfg.ppo.prompts == "unseen_by_sft":
+        try:
+            examples = Manifest.load(stage_dir(cfg, "sft")).output_path("examples")
+        except HalluguardError as exc:
+            raise HalluguardError(f"ppo.prompts=unseen_by_sft needs the SFT examples of experiment '{cfg.exp}' ({exc}); "
+                                  f"run `halluguard sft exp={cfg.exp}` first, or set ppo.prompts=all") from None
+        manifest.add_input("sft_examples", examples)
+        seen = sft_case_ids(examples)
+    return select_prompts(rows, meta, str(cfg.ppo.prompts), seen)
+
+
 def _scorer(cfg: DictConfig, policy_tokenizer, detector, manifest: Manifest):
     """The ``reward.scorer`` the config names; a reward model must read the policy's tokens."""
     from halluguard.reward.scoring import make_scorer
@@ -130,6 +146,8 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     p = cfg.ppo
     manifest = Manifest(stage="ppo", exp=cfg.exp, config=to_plain(cfg))
     _, rows, meta, _ = _prompt_rows(cfg, manifest)
+    rows, meta, selection = _select_prompts(cfg, rows, meta, manifest)
+    print(selection.describe())
     source = start_source(cfg)
     _start_input(cfg, manifest)
     check_report_to(list(p.report_to))
@@ -150,6 +168,8 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     fingerprint = {"start": source, "model": cfg.model.name_or_path, "prompts": manifest.inputs["ppo_prompts"].sha256,
                    "reward": {"scorer": cfg.reward.scorer, "rules": to_plain(cfg)["reward"]["rules"],
                               "rm_weight": cfg.reward.rm_weight, "refusal_threshold": cfg.reward.refusal_threshold}}
+    if selection.mode != "all":  # a resumed run must train on the same prompts (absent for `all`: older runs resume)
+        fingerprint["prompt_selection"] = selection.to_dict()
     work = work_dir(cfg)
     trainer = PpoTrainer(policy, tokenizer, scorer, prompts, p, work, seed=int(cfg.seed), detector=detector,
                          fingerprint=fingerprint, run_name=f"{cfg.exp}/{p.algo}")
@@ -180,6 +200,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
                     title=f"PPO - experiment {cfg.exp}")
         metrics = _ppo_metrics(result, p)
         metrics["reward_balance"] = balance.to_dict() if balance else None
+        metrics["prompts"] = selection.to_dict()
         atomic_write_text(out / "summary.md", _ppo_summary(cfg, result, metrics))
         for name, rel in (("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
                           ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")):
@@ -302,6 +323,7 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
          f"beta {'adaptive toward ' + str(p.kl.target) if p.kl.adaptive else 'fixed'} (start {p.kl.beta})."), "",
         stop, "" if result.resumed_from is None else f"\nResumed from checkpoint step {result.resumed_from}.\n", "",
         *_balance_lines(m.get("reward_balance")),
+        *_selection_lines(m.get("prompts")),
         f"| | step 0 (reference) | result (step {result.chosen_step}) | last measured (step {result.last_step}) |",
         "|---|---:|---:|---:|",
     ]
@@ -328,6 +350,14 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
               + ", ".join(f"{k} {_fmt(v)}" for k, v in m["seconds_by_phase"].items()), ""]
     lines += _probe_section(result.probes, result.chosen_step)
     return "\n".join(lines) + "\n"
+
+
+def _selection_lines(selection: dict | None) -> list[str]:
+    if not selection or selection.get("mode") == "all":
+        return []
+    from halluguard.ppo.prompt_selection import PromptSelection
+
+    return [PromptSelection(**selection).describe() + ".", ""]
 
 
 def _balance_lines(balance: dict | None) -> list[str]:

@@ -53,7 +53,8 @@ def run(cfg: DictConfig) -> Manifest:
     source = resolve_policy_source(cfg.model.name_or_path, resolve_cache_dir(cfg))
     s = cfg.sft
     examples = prepare_examples(list(pairs["train"]), load_tokenizer(source, cfg.model), s.max_length,
-                                s.max_examples, seed=cfg.seed, balance_labels=s.balance_labels)
+                                s.max_examples, seed=cfg.seed, balance_labels=s.balance_labels,
+                                reserve_ik_questions=s.reserve_ik_questions)
     manifest = Manifest(stage="sft", exp=cfg.exp, config=to_plain(cfg))
     final = stage_dir(cfg, "sft")
     if not is_main():  # train this process's shard; process 0 writes everything
@@ -105,7 +106,8 @@ def run(cfg: DictConfig) -> Manifest:
 def _print_examples(examples, max_length: int) -> None:
     c = examples.counts
     print(f"\nsft: {c['rows_seen']} training pairs -> {c['used']} examples {examples.by_label()} "
-          f"(one per prompt: {c['duplicate_prompt']} duplicates removed; empty chosen {c['empty_chosen']}; "
+          f"(one per prompt: {c['duplicate_prompt']} duplicates removed; left for PPO (sft.reserve_ik_questions) "
+          f"{c['reserved_for_ppo']}; empty chosen {c['empty_chosen']}; "
           f"longer than sft.max_length={max_length} dropped {c['dropped_too_long']}; "
           f"cut to balance ik/ook {c['not_balanced']}; beyond sft.max_examples {c['not_sampled']})")
 
@@ -205,6 +207,8 @@ def _summary(cfg, metrics: dict, examples, samples: list[dict]) -> str:
         f"- training pairs seen: {c['rows_seen']}",
         f"- one example per prompt: {c['duplicate_prompt']} duplicate pairs removed "
         f"({c['duplicate_prompt_other_chosen']} of them with another chosen response)",
+        f"- in-knowledge questions left for PPO (sft.reserve_ik_questions={s.reserve_ik_questions}): "
+        f"{c['reserved_for_ppo']}",
         f"- empty chosen response: {c['empty_chosen']}",
         f"- longer than sft.max_length={s.max_length} tokens, dropped: {c['dropped_too_long']}",
         f"- cut so ik and ook are equal (sft.balance_labels={s.balance_labels}): {c['not_balanced']}",
