@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from halluguard.errors import ConfigError, HalluguardError, did_you_mean
+from halluguard.ppo.prompt_selection import PROMPT_CHOICES
 
 EMBEDDED_POLICY = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
@@ -768,7 +769,7 @@ def _check_sft(s: DictConfig) -> None:
 
 PPO_ALGOS = ("ppo", "dpo", "grpo")
 PPO_STARTS = ("sft", "base")
-PPO_PROMPTS = ("all", "unseen_by_sft")  # halluguard.ppo.prompt_selection.PROMPT_CHOICES
+PPO_PROMPTS = PROMPT_CHOICES  # all | unseen_by_sft
 KL_PENALTIES = ("k1", "k3")
 REPORT_TO = ("tensorboard", "wandb")
 

@@ -3,6 +3,7 @@
 One role per module, in the order a step runs them:
 
 * :mod:`~halluguard.ppo.prompts` - the prompt set: rendering, the length check, which prompts a step uses
+* :mod:`~halluguard.ppo.prompt_selection` - which of the build's prompts PPO trains on (``ppo.prompts``)
 * :mod:`~halluguard.ppo.rollout` - sampling responses that stop at eos (left-padded prompts, KV cache)
 * :mod:`~halluguard.ppo.value_head` - the policy and its value head: one forward gives logits and values
 * :mod:`~halluguard.ppo.logprobs` - per-token log-probs of the sampled tokens (policy, reference)

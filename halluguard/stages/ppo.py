@@ -169,7 +169,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
                    "reward": {"scorer": cfg.reward.scorer, "rules": to_plain(cfg)["reward"]["rules"],
                               "rm_weight": cfg.reward.rm_weight, "refusal_threshold": cfg.reward.refusal_threshold}}
     if selection.mode != "all":  # a resumed run must train on the same prompts (absent for `all`: older runs resume)
-        fingerprint["prompt_selection"] = selection.to_dict()
+        fingerprint["prompt_selection"] = {**selection.to_dict(), "sft_examples": manifest.inputs["sft_examples"].sha256}
     work = work_dir(cfg)
     trainer = PpoTrainer(policy, tokenizer, scorer, prompts, p, work, seed=int(cfg.seed), detector=detector,
                          fingerprint=fingerprint, run_name=f"{cfg.exp}/{p.algo}")
