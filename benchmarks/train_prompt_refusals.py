@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     from halluguard.evaluation.heldout import load_heldout
     from halluguard.evaluation.models import parse_spec
     from halluguard.evaluation.runner import GenerationSettings, run_policy
+    from halluguard.ppo.prompt_selection import sft_case_ids
     from halluguard.refusal import RefusalDetector
     from halluguard.retrieval import Encoder
 
@@ -60,7 +61,11 @@ def main(argv=None) -> int:
             print(f"error: {path} is missing: run `halluguard build` and `halluguard sft` for exp={args.exp}",
                   file=sys.stderr)
             return 2
-    seen = {json.loads(line)["case_id"] for line in examples.open(encoding="utf-8") if line.strip()}
+    try:
+        seen = sft_case_ids(examples)
+    except HalluguardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     prompts = load_heldout(prompts_dir)  # the PPO prompts have the held-out set's columns
     rng = random.Random(args.seed)
     chosen: list[tuple[tuple[str, bool], int]] = []

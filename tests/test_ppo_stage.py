@@ -120,7 +120,7 @@ def test_starting_from_sft_without_its_stage_says_what_to_run(built):
 def _fake_sft_examples(exp_dir, case_ids):
     """An sft stage folder holding only the ``examples.jsonl`` that ppo.prompts=unseen_by_sft reads."""
     sft_dir = exp_dir / "sft"
-    sft_dir.mkdir()
+    sft_dir.mkdir(exist_ok=True)
     examples = sft_dir / "examples.jsonl"
     examples.write_text("".join(json.dumps({"case_id": c, "label": "x"}) + "\n" for c in case_ids))
     manifest = Manifest(stage="sft", exp="t", config={})
@@ -155,10 +155,7 @@ def test_unseen_by_sft_trains_only_on_prompts_sft_did_not_see(built, capsys):
                f"{len(seen)} it trained on left out" in out
         assert "the SFT reference did not train on" in (folder / "summary.md").read_text()
         # every prompt seen by SFT: nothing left to train on, a clear error before training
-        (sft_dir / "examples.jsonl").write_text("".join(json.dumps({"case_id": r["case_id"]}) + "\n" for r in rows))
-        m_sft = Manifest(stage="sft", exp="t", config={})
-        m_sft.add_output("examples", sft_dir / "examples.jsonl", sft_dir)
-        m_sft.write(sft_dir)
+        _fake_sft_examples(exp_dir, [r["case_id"] for r in rows])
         with pytest.raises(HalluguardError, match=r"leaves no PPO prompt.*sft\.reserve_ik_questions"):
             ppo.run(compose_cfg([*overrides, *PPO, "ppo.prompts=unseen_by_sft"], "ppo"))
     finally:
