@@ -443,6 +443,22 @@ class PpoConfig:
 
 
 @dataclass
+class SampledEvalConfig:
+    """``eval.sampled``: each held-out question's refusal rate over several sampled answers
+    (:mod:`halluguard.evaluation.sampled_refusal`), beside the greedy metrics."""
+
+    samples: int = 0
+    """Answers sampled per question and policy (0 = off). 8 on the demo's 247 questions: about 8 greedy passes."""
+    temperature: float = 1.0
+    """1.0 = PPO's rollout temperature (``ppo.temperature``): the distribution PPO trains."""
+    max_new_tokens: int = 48
+    """The detector judges an answer's first sentence: cutting the greedy answers of two demo evaluations
+    (4 x 247) to 48 tokens changed no verdict, to 32 tokens 14 (``benchmarks/refusal_lead_tokens.py``)."""
+    permutations: int = 10000
+    """Random sign flips for each paired change's p-value."""
+
+
+@dataclass
 class EvalConfig:
     """``halluguard eval``: abstention metrics of several models on the build's held-out questions."""
 
@@ -481,6 +497,7 @@ class EvalConfig:
     reward_audit: bool = True
     """Score each trained model's own answers with the reward (when ``halluguard reward`` has run): does the
     reward prefer answering the OOK questions it should refuse? (``halluguard.evaluation.reward_audit``)"""
+    sampled: SampledEvalConfig = field(default_factory=SampledEvalConfig)
 
 
 @dataclass
@@ -830,6 +847,13 @@ def _check_eval(e: DictConfig) -> None:
     if not e.greedy and e.temperature <= 0:
         raise ConfigError(f"config key 'eval.temperature' must be positive when eval.greedy is false, "
                           f"got {e.temperature}")
+    if e.sampled.samples < 0:
+        raise ConfigError(f"config key 'eval.sampled.samples' must be >= 0 (0 = off), got {e.sampled.samples}")
+    if e.sampled.samples > 0:
+        for key in ("temperature", "max_new_tokens", "permutations"):
+            if e.sampled[key] <= 0:
+                raise ConfigError(f"config key 'eval.sampled.{key}' must be positive when eval.sampled.samples > 0, "
+                                  f"got {e.sampled[key]}")
 
 
 def _check_use(cfg: DictConfig) -> None:

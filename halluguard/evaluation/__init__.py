@@ -15,7 +15,9 @@ Input is one :class:`Outcome` per (model, question). The public API, importable 
   (:mod:`.summary`);
 - ``bootstrap_ci(outcomes, metric, n=1000, seed=0, alpha=0.05, reference=None)``,
   ``paired_bootstrap_diff(before, after, metric, ...)``, ``mcnemar(before, after)`` and
-  ``mann_whitney_auc(scores, positives)`` (:mod:`.stats`).
+  ``mann_whitney_auc(scores, positives)`` (:mod:`.stats`);
+- ``sign_flip_p_value(diffs, permutations=10000, seed=0)``: the paired permutation test of the sampled
+  refusal rates (:mod:`.sampled_refusal`, the ``eval.sampled`` section).
 
 Names resolve lazily so that importing the package (e.g. from the CLI) loads nothing else.
 """
@@ -39,6 +41,7 @@ _EXPORTS = {
     "paired_bootstrap_diff": "stats",
     "mcnemar": "stats",
     "mann_whitney_auc": "stats",
+    "sign_flip_p_value": "sampled_refusal",
 }
 
 __all__ = list(_EXPORTS)

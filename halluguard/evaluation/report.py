@@ -25,6 +25,10 @@ KIND_COLOURS = {"policy": "#4C72B0", "gated": "#55A868", "baseline": "#9A9A9A"}
 AUDIT_NOTE = ("The reward (what PPO maximises) on each trained model's own held-out answers, split by label and by "
               "whether the model refused. A positive OOK gap means the reward prefers answering questions that "
               "should be refused: a policy can raise it by fabricating.")
+SAMPLED_NOTE = ("Each question answered several times by sampling (eval.sampled); a question's rate is the fraction "
+                "of its answers judged refusals. Changes are paired per question: the mean change, its 95% paired "
+                "bootstrap interval and a sign-flip permutation p-value. PPO trains on sampled answers, so a "
+                "change it made shows here before it flips a greedy answer.")
 
 def changed_rows(questions, before, after) -> list[dict]:
     """Questions whose refusal decision differs between two runs, the wrong-way changes first.
@@ -189,6 +193,11 @@ def render_markdown(results: dict, changes: dict[str, list[dict]], charts: dict[
         from halluguard.evaluation.reward_audit import format_audit
 
         lines += ["## Reward audit", "", AUDIT_NOTE, "", "```text", format_audit(results["reward_audit"]), "```", ""]
+    if "sampled" in results:
+        from halluguard.evaluation.sampled_refusal import format_sampled
+
+        lines += ["## Sampled refusal rates", "", SAMPLED_NOTE, "", "```text", format_sampled(results["sampled"]),
+                  "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -310,6 +319,11 @@ def render_html(results: dict, changes: dict[str, list[dict]], charts: dict[str,
 
         parts += ["<h2>Reward audit</h2>", f"<p>{html.escape(AUDIT_NOTE)}</p>",
                   f"<pre>{html.escape(format_audit(results['reward_audit']))}</pre>"]
+    if "sampled" in results:
+        from halluguard.evaluation.sampled_refusal import format_sampled
+
+        parts += ["<h2>Sampled refusal rates</h2>", f"<p>{html.escape(SAMPLED_NOTE)}</p>",
+                  f"<pre>{html.escape(format_sampled(results['sampled']))}</pre>"]
     parts.append(IMAGE_CHECK + "</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -30,6 +30,11 @@ Outputs (``runs/<exp>/eval/``, written atomically):
     reward_audit: {status: ok|skipped|failed, reason, scorer, warnings: [str],      # with eval.reward_audit
                    models: {name: {ik|ook: {refused|answered: {n, rm, rules, hybrid}, gap: {rm, rules, hybrid}},
                                    drift: {rm, rules, hybrid}}}}
+    sampled: {status: ok, settings, groups: [ook, ik_context_has_answer, ik], better,   # eval.sampled.samples > 0
+              models: {name: {status, seconds, groups: {group: {n, mean}}}},
+              comparisons: {after_name: {before, after, groups: {group: {n, before, after, diff, ci, p_value,
+                                                                         questions_up, questions_down, change}}}}}
+      (halluguard.evaluation.sampled_refusal; each question's rates and answers in sampled.jsonl)
 
 A value of ``null`` is "n/a" (e.g. accuracy without gold answers, honesty without the reference model).
 """
@@ -79,6 +84,15 @@ def run(cfg: DictConfig) -> Manifest:
         from halluguard.evaluation.reward_audit import run_audit
 
         results["reward_audit"] = run_audit(cfg, results_by_name, questions, build, detector)
+    sampled_per_model = None
+    if cfg.eval.sampled.samples > 0:
+        import torch
+
+        from halluguard.evaluation.sampled_refusal import run_sampled
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        results["sampled"], sampled_per_model = run_sampled(cfg, results_by_name, questions, detector,
+                                                            comparisons, device)
 
     manifest = Manifest(stage="eval", exp=cfg.exp, config=to_plain(cfg))
     manifest.add_input("build_manifest", build.path)
@@ -86,6 +100,11 @@ def run(cfg: DictConfig) -> Manifest:
     final = stage_dir(cfg, "eval")
     with atomic_dir(final) as out:
         written = write_outputs(cfg, out, results, results_by_name, questions, changes)
+        if sampled_per_model is not None:
+            from halluguard.evaluation.sampled_refusal import sampled_rows
+
+            written["sampled"] = out / "sampled.jsonl"
+            write_jsonl(written["sampled"], sampled_rows(questions, sampled_per_model))
         results["duration_s"] = round(time.perf_counter() - start, 3)
         atomic_write_json(out / "results.json", results)
         for name, path in {"results": out / "results.json", **written}.items():
@@ -356,6 +375,10 @@ def print_summary(results: dict, folder: Path) -> None:
         from halluguard.evaluation.reward_audit import format_audit
 
         print(format_audit(results["reward_audit"]))
+    if "sampled" in results:
+        from halluguard.evaluation.sampled_refusal import format_sampled
+
+        print(format_sampled(results["sampled"]))
     report = folder / ("report.html" if (folder / "report.html").is_file() else "report.md")
     print(f"report: {report}")
 
