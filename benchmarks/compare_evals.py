@@ -6,7 +6,9 @@
 Each run is ``[NAME=]PATH:MODEL``: PATH an eval's samples.jsonl, its eval folder or its experiment folder,
 MODEL a model evaluated there (sft, ppo, gated_ppo, ...). Prints the key metrics of each, the change from the
 baseline with McNemar's p on the OOK and IK refusals, the mean / sd / range of the changes, and how many runs
-raised OOK refusal without raising over-refusal. ``--out`` writes the same as JSON.
+raised OOK refusal without raising over-refusal. ``--sampled`` adds the same comparison of the sampled refusal
+rates (each eval run with ``eval.sampled.samples > 0``: its sampled.jsonl), each group's change with its paired
+permutation p-value. ``--out`` writes the same as JSON.
 """
 
 from __future__ import annotations
@@ -33,12 +35,33 @@ def parse_run(text: str) -> tuple[str, Path, str]:
     return name or spec, Path(path), model
 
 
+def compare_sampled(args, base_path: Path, base_model: str) -> dict:
+    """The runs' sampled refusal rates against the baseline's (each read beside its samples.jsonl)."""
+    from halluguard.evaluation.sampled_refusal import SampledSettings, compare_sampled_runs, rates_from_sampled
+
+    runs = {}
+    for text in args.runs:
+        name, path, model = parse_run(text)
+        runs[name] = rates_from_sampled(_beside_samples(path), model)
+    settings = SampledSettings(bootstrap=max(1, args.bootstrap))
+    return compare_sampled_runs(rates_from_sampled(_beside_samples(base_path), base_model), runs, settings)
+
+
+def _beside_samples(path: Path) -> Path:
+    """The folder of the samples.jsonl that ``path`` names (a samples.jsonl file, its eval or experiment folder)."""
+    from halluguard.evaluation.across_runs import samples_file
+
+    return samples_file(path).parent
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="[NAME=]PATH:MODEL of the baseline, e.g. runs/x/eval:sft")
     parser.add_argument("runs", nargs="+", help="[NAME=]PATH:MODEL of each run to compare")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples for the paired intervals (0 = none)")
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    parser.add_argument("--sampled", action="store_true",
+                        help="also compare the sampled refusal rates (sampled.jsonl beside each samples.jsonl)")
     args = parser.parse_args(argv)
 
     from halluguard.errors import HalluguardError
@@ -54,10 +77,17 @@ def main(argv=None) -> int:
                 raise HalluguardError(f"two runs are named {name!r}: name them NAME=PATH:MODEL")
             runs[name] = outcomes_from_samples(path, model)
         result = across_runs(baseline, runs, n_boot=args.bootstrap)
+        if args.sampled:
+            result["sampled"] = compare_sampled(args, base_path, base_model)
     except HalluguardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_across_runs(result, base_name))
+    if args.sampled:
+        from halluguard.evaluation.sampled_refusal import format_sampled_runs
+
+        print()
+        print(format_sampled_runs(result["sampled"], base_name))
     if args.out:
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps({"baseline": base_name, **result}, indent=1) + "\n", encoding="utf-8")

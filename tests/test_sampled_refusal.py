@@ -192,3 +192,71 @@ def test_the_lead_tokens_benchmark_says_what_is_wrong(tmp_path, args, message):
     done = subprocess.run([sys.executable, str(LEAD_SCRIPT), str(tmp_path / "eval"), *args],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and message in done.stderr
+
+
+# ---------------------------------------------------------------- across eval runs
+
+def write_sampled(folder: Path, model: str, rates: dict[str, float], labels: dict[str, str]) -> Path:
+    """An eval folder with a sampled.jsonl (and the samples.jsonl compare_evals.py pairs on)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "sampled.jsonl").open("w") as f:
+        for case, rate in rates.items():
+            f.write(json.dumps({"case_id": case, "label": labels[case], "kind": None,
+                                "evidence_holds_answer": labels[case] == "ik",
+                                "models": {model: {"refusal_rate": rate, "answers": ["x"] * 4}}}) + "\n")
+    with (folder / "samples.jsonl").open("w") as f:
+        for case, rate in rates.items():
+            f.write(json.dumps({"case_id": case, "question_id": case, "label": labels[case], "kind": None,
+                                "evidence_holds_answer": labels[case] == "ik",
+                                "models": {model: {"answer": "x", "refused": rate >= 0.5, "refusal_score": rate}}})
+                    + "\n")
+    return folder
+
+
+LABELS = {f"q{i}": ("ook" if i < 6 else "ik") for i in range(10)}
+
+
+def test_runs_are_compared_on_the_same_questions_group_by_group(tmp_path):
+    from halluguard.evaluation.sampled_refusal import compare_sampled_runs, rates_from_sampled
+
+    base = write_sampled(tmp_path / "a", "sft", {c: 0.25 for c in LABELS}, LABELS)
+    after = write_sampled(tmp_path / "b", "ppo", {c: (0.5 if LABELS[c] == "ook" else 0.25) for c in LABELS}, LABELS)
+    result = compare_sampled_runs(rates_from_sampled(base, "sft"), {"ppo": rates_from_sampled(after, "ppo")},
+                                  SampledSettings(permutations=500, bootstrap=100))
+    ook, ik = result["runs"]["ppo"]["ook"], result["runs"]["ppo"]["ik_context_has_answer"]
+    assert (ook["n"], ook["before"], ook["after"], ook["diff"], ook["change"]) == (6, 0.25, 0.5, 0.25, "better")
+    assert ook["p_value"] == pytest.approx(2 / 64, abs=0.02)  # 6 equal differences: 2 of 64 sign patterns as extreme
+    assert (ik["n"], ik["diff"], ik["p_value"], ik["change"]) == (4, 0.0, 1.0, "same")
+    other = write_sampled(tmp_path / "c", "ppo", {"q0": 0.5}, LABELS)
+    with pytest.raises(HalluguardError, match="other questions than the baseline"):
+        compare_sampled_runs(rates_from_sampled(base, "sft"), {"x": rates_from_sampled(other, "ppo")})
+    with pytest.raises(HalluguardError, match="no sampled rates of model 'dpo'"):
+        rates_from_sampled(base, "dpo")
+
+
+def test_a_bad_sampled_line_is_named_by_file_and_line(tmp_path):
+    from halluguard.evaluation.sampled_refusal import rates_from_sampled
+
+    folder = write_sampled(tmp_path / "a", "sft", {"q0": 0.5, "q1": 1.0}, LABELS)
+    lines = (folder / "sampled.jsonl").read_text().splitlines()
+    (folder / "sampled.jsonl").write_text(lines[0] + "\n" + lines[1].replace("1.0", "1.5") + "\n")
+    with pytest.raises(HalluguardError, match=r"sampled.jsonl:2: .*refusal_rate a number in \[0, 1\]"):
+        rates_from_sampled(folder, "sft")
+    with pytest.raises(HalluguardError, match="no sampled.jsonl there"):
+        rates_from_sampled(tmp_path / "nothing", "sft")
+
+
+def test_compare_evals_prints_the_sampled_table(tmp_path):
+    write_sampled(tmp_path / "a", "sft", {c: 0.25 for c in LABELS}, LABELS)
+    write_sampled(tmp_path / "b", "ppo", {c: 0.75 for c in LABELS}, LABELS)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_evals.py"
+    done = subprocess.run([sys.executable, str(script), "--sampled", "--bootstrap", "50", "--baseline",
+                           f"sft={tmp_path / 'a'}:sft", f"ppo={tmp_path / 'b'}:ppo"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "sampled refusal rate, mean over the same 10 questions" in done.stdout
+    assert "0.750 (+0.500, p=" in done.stdout
+    done = subprocess.run([sys.executable, str(script), "--sampled", "--baseline", f"{tmp_path / 'a'}:sft",
+                           f"{tmp_path / 'a'}:sft", f"{tmp_path / 'b'}:nope"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "error:" in done.stderr

@@ -26,10 +26,13 @@ Per comparison (the same before -> after pairs as the greedy comparisons), each 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -265,3 +268,83 @@ def format_sampled(section: dict) -> str:
 
 def _mean_cell(group: dict) -> str:
     return "n/a" if group["mean"] is None else f"{group['mean']:.3f} (n={group['n']})"
+
+
+# ---------------------------------------------------------------- across eval runs (benchmarks/compare_evals.py)
+
+def sampled_file(path) -> Path:
+    """``path`` itself when it is a file, else the ``sampled.jsonl`` of an eval folder (or its run folder)."""
+    path = Path(path)
+    for candidate in (path, path / "sampled.jsonl", path / "eval" / "sampled.jsonl"):
+        if candidate.is_file():
+            return candidate
+    raise HalluguardError(f"{path}: no sampled.jsonl there (run `halluguard eval eval.sampled.samples=8` for it; "
+                          "give its eval folder, its experiment folder or the file)")
+
+
+def rates_from_sampled(path, model: str) -> dict[str, tuple[bool, bool | None, float]]:
+    """case_id -> (should abstain, context holds the answer, refusal rate) of ``model`` in an eval's sampled.jsonl."""
+    path = sampled_file(path)
+    out, seen = {}, set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                models, label, case = row["models"], row["label"], str(row["case_id"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise HalluguardError(f"{path}:{number}: not a sampled.jsonl row ({err})") from err
+            seen.update(models)
+            if model not in models:
+                continue
+            rate = models[model].get("refusal_rate") if isinstance(models[model], dict) else None
+            if label not in ("ik", "ook") or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+                raise HalluguardError(f"{path}:{number}: label must be ik/ook and models.{model}.refusal_rate a "
+                                     f"number in [0, 1]")
+            out[case] = (label == "ook", row.get("evidence_holds_answer"), float(rate))
+    if not out:
+        raise HalluguardError(f"{path}: no sampled rates of model {model!r} (models there: {sorted(seen) or 'none'})")
+    return out
+
+
+def compare_sampled_runs(baseline: dict, runs: dict[str, dict], settings: SampledSettings | None = None) -> dict:
+    """Each run's sampled rates against the baseline's on the same questions: :func:`paired_change` per group.
+
+    ``baseline`` and each run: :func:`rates_from_sampled` output. A run on other questions is an error.
+    """
+    settings = settings or SampledSettings()
+    cases = sorted(baseline)
+    questions = [SimpleNamespace(should_abstain=baseline[c][0], evidence_holds_answer=baseline[c][1]) for c in cases]
+    masks = group_masks(questions)
+    before = np.array([baseline[c][2] for c in cases])
+    out = {"n_questions": len(cases), "baseline": group_means(before, masks), "runs": {}}
+    for name, rates in runs.items():
+        if set(rates) != set(baseline):
+            missing, extra = len(set(baseline) - set(rates)), len(set(rates) - set(baseline))
+            raise HalluguardError(f"run {name!r} was sampled on other questions than the baseline ({missing} of the "
+                                  f"baseline's missing, {extra} not in it)")
+        after = np.array([rates[c][2] for c in cases])
+        groups = {g: paired_change(before, after, m, settings) for g, m in masks.items()}
+        for g, entry in groups.items():
+            entry["change"] = change_direction(g, entry["diff"])
+        out["runs"][name] = groups
+    return out
+
+
+def format_sampled_runs(result: dict, baseline_name: str = "baseline") -> str:
+    """The cross-run comparison as text: each group's mean per run and its change with the permutation p."""
+    width = max([len(baseline_name), *map(len, result["runs"]), 8])
+    lines = [f"sampled refusal rate, mean over the same {result['n_questions']} questions "
+             f"(change from {baseline_name}, sign-flip permutation p)",
+             f"{'run':<{width}}" + "".join(f"{GROUP_TITLES[g]:>34}" for g in GROUPS),
+             f"{baseline_name:<{width}}" + "".join(f"{_mean_cell(result['baseline'][g]):>34}" for g in GROUPS)]
+    for name, groups in result["runs"].items():
+        lines.append(f"{name:<{width}}" + "".join(f"{_change_cell(groups[g]):>34}" for g in GROUPS))
+    return "\n".join(lines)
+
+
+def _change_cell(change: dict) -> str:
+    if change["diff"] is None:
+        return "n/a"
+    return f"{change['after']:.3f} ({change['diff']:+.3f}, p={change['p_value']:.2g})"
