@@ -464,3 +464,36 @@ def test_export_rl_settings_are_checked_before_anything_loads(capsys):
         compose_cfg(["export_rl.scorer=model"], "export-rl")
     assert compose_cfg([], "export-rl").export_rl.format == "verl"
     assert cli.main(["--help"]) == 0 and "export-rl" in capsys.readouterr().out
+
+
+def test_the_exported_training_prompts_follow_ppo_prompts(built, tmp_path):
+    """``ppo.prompts=unseen_by_sft``: the engines get the prompts ``halluguard ppo`` would train on."""
+    from datasets import load_from_disk
+
+    from halluguard.artifacts import Manifest
+    from halluguard.errors import HalluguardError
+    from halluguard.stages import export_rl
+
+    runs, overrides = runs_for(built, tmp_path)
+    exp_dir = runs / "t"
+    # the model named outright: the fake sft stage below holds its examples only, no model
+    model = next(o for o in overrides if o.startswith("model.name_or_path=")).split("=", 1)[1]
+    cfg = compose_cfg([*overrides, "export_rl.format=trl", "ppo.prompts=unseen_by_sft", f"export_rl.model={model}"],
+                      "export-rl")
+    with pytest.raises(HalluguardError, match=r"needs the SFT examples .*run `halluguard sft exp=t` first"):
+        export_rl.run(cfg)
+    rows = list(load_from_disk(str(exp_dir / "build" / "ppo_prompts")))
+    seen = [r["case_id"] for r in rows[1:]]  # SFT "trained on" every prompt but the first
+    sft_dir = exp_dir / "sft"
+    sft_dir.mkdir()
+    (sft_dir / "examples.jsonl").write_text("".join(json.dumps({"case_id": c}) + "\n" for c in seen))
+    sft = Manifest(stage="sft", exp="t", config={})
+    sft.add_output("examples", sft_dir / "examples.jsonl", sft_dir)
+    sft.write(sft_dir)
+    manifest = export_rl.run(cfg)
+    folder = manifest.path.parent
+    train = read_jsonl(folder / "prompts" / "train.jsonl")
+    assert [r["case_id"] for r in train] == [rows[0]["case_id"]]
+    assert manifest.metrics["prompts"]["kept"] == 1 and manifest.metrics["prompts"]["seen_by_sft"] == len(seen)
+    assert "sft_examples" in Manifest.load(folder).inputs
+    assert "that the SFT reference did not train on (`ppo.prompts=unseen_by_sft`" in (folder / "README.md").read_text()

@@ -73,3 +73,25 @@ def select_prompts(rows: Sequence[dict], meta: Sequence[dict], mode: str,
     kept_rows, kept_meta = [rows[i] for i in keep], [meta[i] for i in keep]
     by_label = dict(sorted(Counter(str(m.get("label", "")) for m in kept_meta).items()))
     return kept_rows, kept_meta, PromptSelection(mode, len(keep), len(rows) - len(keep), by_label)
+
+
+def select_configured(cfg, rows: Sequence[dict], meta: Sequence[dict]
+                      ) -> tuple[list[dict], list[dict], PromptSelection, Path | None]:
+    """``cfg.ppo.prompts`` applied to the build's PPO prompts, for every stage that trains on or exports them.
+
+    Returns the kept rows and meta, the selection, and the SFT ``examples.jsonl`` it read (None for ``all``),
+    for the caller's manifest. Without the SFT stage, ``unseen_by_sft`` is a clear error."""
+    from halluguard.artifacts import Manifest
+    from halluguard.config import stage_dir
+
+    mode = str(cfg.ppo.prompts)
+    examples = seen = None
+    if mode == "unseen_by_sft":
+        try:
+            examples = Manifest.load(stage_dir(cfg, "sft")).output_path("examples")
+        except HalluguardError as exc:
+            raise HalluguardError(f"ppo.prompts=unseen_by_sft needs the SFT examples of experiment '{cfg.exp}' ({exc}); "
+                                  f"run `halluguard sft exp={cfg.exp}` first, or set ppo.prompts=all") from None
+        seen = sft_case_ids(examples)
+    kept_rows, kept_meta, selection = select_prompts(rows, meta, mode, seen)
+    return kept_rows, kept_meta, selection, examples

@@ -9,7 +9,8 @@ folder behind and keeps the previous one), each with ``README.md`` (the exact la
 in), ``scorer.json`` (the scorer settings the reward functions load) and ``manifest.json``.
 
 Rows. Prompt files: ``train`` = the build's ``ppo_prompts`` (its training cases, in-knowledge and
-out-of-knowledge), ``test`` = its ``heldout`` cases. Pair files: the build's ``pairs`` (``train``; ``heldout`` as
+out-of-knowledge; with ``ppo.prompts=unseen_by_sft`` only those the SFT reference did not train on, as ``halluguard
+ppo`` picks them), ``test`` = its ``heldout`` cases. Pair files: the build's ``pairs`` (``train``; ``heldout`` as
 ``test``). Every prompt row carries halluguard's scoring record (label, evidence text, gold answers, prompt
 messages, the path of ``scorer.json``: :mod:`halluguard.integrations.reward_bridge`) as ``ground_truth``.
 
@@ -46,6 +47,7 @@ from halluguard.artifacts import Manifest, atomic_dir, atomic_write_json, atomic
 from halluguard.config import EXPORT_RL_FORMATS, stage_dir, to_plain
 from halluguard.errors import HalluguardError
 from halluguard.integrations.reward_bridge import SCORER_ENV, SETTINGS_FILE, make_record, settings_from_config
+from halluguard.ppo.prompt_selection import PromptSelection, select_configured
 
 ABILITY = "rag_abstention"
 SPLITS = {"train": ("ppo_prompts", "train"), "test": ("heldout", "heldout")}
@@ -64,6 +66,8 @@ class BuildRows:
     meta: dict[str, list[dict]]     # export split -> scorer meta per case row (label, evidence, answers)
     pairs: dict[str, list[dict]]    # export split -> the build's pair rows
     manifest: Manifest              # the build's
+    selection: Optional["PromptSelection"] = None  # which training prompts ``ppo.prompts`` kept
+    sft_examples: Optional[Path] = None            # the SFT examples that selection read (unseen_by_sft)
 
     def counts(self) -> dict:
         """Rows per split and label, for the README and the manifest."""
@@ -130,7 +134,10 @@ def load_build(cfg: DictConfig) -> BuildRows:
     if not prompts["train"]:
         raise HalluguardError(f"the build of experiment '{cfg.exp}' holds no training prompts (ppo_prompts is empty); "
                               f"re-run `halluguard build exp={cfg.exp}` with more questions")
-    return BuildRows(prompts=prompts, meta=meta, pairs=pairs, manifest=build)
+    # The engines train on the prompts `halluguard ppo` would: the same `ppo.prompts` selection.
+    prompts["train"], meta["train"], selection, examples = select_configured(cfg, prompts["train"], meta["train"])
+    return BuildRows(prompts=prompts, meta=meta, pairs=pairs, manifest=build, selection=selection,
+                     sft_examples=examples)
 
 
 def scorer_settings(cfg: DictConfig) -> tuple[dict, Optional[Manifest]]:
@@ -216,6 +223,8 @@ def write_format(cfg: DictConfig, fmt: str, data: BuildRows, settings: dict, rew
     manifest.add_input("build_manifest", data.manifest.path)
     if reward_manifest is not None:
         manifest.add_input("reward_manifest", reward_manifest.path)
+    if data.sft_examples is not None:
+        manifest.add_input("sft_examples", data.sft_examples)
     scorer_config = str(final / SETTINGS_FILE)  # where it lives once the folder is renamed into place
     with atomic_dir(final) as out:
         atomic_write_json(out / SETTINGS_FILE, settings)
@@ -225,7 +234,8 @@ def write_format(cfg: DictConfig, fmt: str, data: BuildRows, settings: dict, rew
             manifest.add_output(path.relative_to(out).as_posix(), path, out)
         manifest.metrics = {"format": fmt, "rows": data.counts(), "scorer": settings["scorer"],
                             "model": launch.model, "model_choice": launch.model_why,
-                            "max_prompt_length": launch.max_prompt_length}
+                            "max_prompt_length": launch.max_prompt_length,
+                            "prompts": data.selection.to_dict() if data.selection else None}
         manifest.duration_s = round(time.perf_counter() - start, 3)
         manifest.write(out)
         _readable(out)
@@ -234,10 +244,19 @@ def write_format(cfg: DictConfig, fmt: str, data: BuildRows, settings: dict, rew
     print(f"export-rl: {fmt} -> {final}\n"
           f"  prompts: train {_fmt_count(c['prompts/train'])}, test {_fmt_count(c['prompts/test'])}; "
           f"pairs: train {c['pairs/train']['rows']}, test {c['pairs/test']['rows']}; scorer: {settings['scorer']}\n"
+          f"  {data.selection.describe() if data.selection else ''}\n"
           f"  model: {launch.model} ({launch.model_why})\n"
           f"  launch commands: {final / 'README.md'} (the engine itself is not installed or run by halluguard)",
           flush=True)
     return manifest
+
+
+def _selection_note(data: BuildRows) -> str:
+    """How ``ppo.prompts`` narrowed the training prompts, for the README (empty for ``all``)."""
+    if data.selection is None or data.selection.mode == "all":
+        return ""
+    return (f" that the SFT reference did not train on (`ppo.prompts={data.selection.mode}`, as `halluguard ppo`; "
+            f"{data.selection.seen_by_sft} it trained on left out)")
 
 
 def _fmt_count(c: dict) -> str:
@@ -383,7 +402,7 @@ def _header(cfg: DictConfig, engine: str, fmt: str, data: BuildRows, launch: Lau
         "| `scorer.json` | | the scorer settings the reward function loads |",
         "| `manifest.json` | | inputs and outputs with sha256 |",
         "",
-        f"Prompts: `train` holds the build's training prompts, {_fmt_count(c['prompts/train'])}; `test` its "
+        f"Prompts: `train` holds the build's training prompts{_selection_note(data)}, {_fmt_count(c['prompts/train'])}; `test` its "
         f"held-out prompts, {_fmt_count(c['prompts/test'])}. Pairs: {c['pairs/train']['rows']} train, "
         f"{c['pairs/test']['rows']} test. Each prompt row's `ground_truth` is halluguard's scoring record: a JSON "
         "string with `label` (`ik`: the passages in the prompt hold the answer; `ook`: they do not), `evidence`, "

@@ -97,18 +97,12 @@ def _prompt_rows(cfg: DictConfig, manifest: Manifest):
 
 def _select_prompts(cfg: DictConfig, rows: list[dict], meta: list[dict], manifest: Manifest):
     """The prompts ``ppo.prompts`` keeps; ``unseen_by_sft`` reads which ones SFT trained on from its examples."""
-    from halluguard.ppo.prompt_selection import select_prompts, sft_case_ids
+    from halluguard.ppo.prompt_selection import select_configured
 
-    seen = None
-    if cfg.ppo.prompts == "unseen_by_sft":
-        try:
-            examples = Manifest.load(stage_dir(cfg, "sft")).output_path("examples")
-        except HalluguardError as exc:
-            raise HalluguardError(f"ppo.prompts=unseen_by_sft needs the SFT examples of experiment '{cfg.exp}' ({exc}); "
-                                  f"run `halluguard sft exp={cfg.exp}` first, or set ppo.prompts=all") from None
+    kept_rows, kept_meta, selection, examples = select_configured(cfg, rows, meta)
+    if examples is not None:
         manifest.add_input("sft_examples", examples)
-        seen = sft_case_ids(examples)
-    return select_prompts(rows, meta, str(cfg.ppo.prompts), seen)
+    return kept_rows, kept_meta, selection
 
 
 def _scorer(cfg: DictConfig, policy_tokenizer, detector, manifest: Manifest):
