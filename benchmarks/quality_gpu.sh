@@ -23,7 +23,8 @@
 #      (a stage a variant reruns is not copied from A). QUALITY_OVERRIDES is added to each.
 # QUALITY_OVERRIDES (space-separated Hydra overrides) is added to every halluguard call, e.g. a prompt or reward
 # setting under test (QUALITY_OVERRIDES="+experiment=gpu_boundary" QUALITY_PPO_STEPS=20: the fourth GPU run's PPO,
-# the rule reward at 64 prompts a batch; the script's own exp= and ppo.steps= win over the experiment's); the build
+# the rule reward at 64 prompts a batch; the script's own exp= and ppo.steps= win over the experiment's;
+# add eval.sampled.samples=8 for each question's sampled refusal rate beside the greedy table); the build
 # in runs/EXP/build must have been made with the same build-time settings.
 # QUALITY_STEPS picks and orders the steps (default "A B C"; B, C and D need A's outputs, from this call or an
 # earlier one); QUALITY_A_MODELS is A's eval.models (default [auto]: every model); QUALITY_PPO_STEPS caps PPO's
@@ -58,7 +59,7 @@ say() { echo "[quality_gpu +$(elapsed)s] $*" | tee -a "$LOG"; }
 collect() {  # the small files of every run so far, one archive (the loan returns at most 8 files)
     local files=()
     for run in runs/"$EXP" runs/"$EXP"-*; do
-        for f in eval/results.json eval/report.md eval/samples.jsonl eval/ppo_curves.png ppo/metrics.jsonl \
+        for f in eval/results.json eval/report.md eval/samples.jsonl eval/sampled.jsonl eval/ppo_curves.png ppo/metrics.jsonl \
                  ppo/curves.png ppo/manifest.json ppo/probes.jsonl dpo/manifest.json dpo/metrics.jsonl \
                  sft/manifest.json sft/samples.jsonl sft/metrics.jsonl reward/manifest.json reward/eval.json \
                  ppo/summary.md dpo/summary.md run/manifest.json console.log; do
