@@ -221,3 +221,53 @@ def test_batch_means_average_the_first_and_last_rows_up_to_the_result():
     assert means["kl"] == [0.1, 0.8] and means["refusal_rate_ook"] == [0.5, 0.5]
     assert means["refusal_rate_ik"] == [0.25, 0.25]  # a batch without IK prompts is left out, not counted as 0
     assert batch_means(rows[:1], 0)["window"] == 1
+
+
+def test_raising_steps_continues_a_finished_run_to_the_longer_runs_result(built, tmp_path, capsys):
+    """ppo.steps 2 then 4 on one experiment: the same metrics and adapter as 4 steps from the start."""
+    from conftest import runs_for
+    from safetensors.torch import load_file
+
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    shared = {"runs": exp_dir.parent, "overrides": overrides}
+    runs_a, over_a = runs_for(shared, tmp_path / "a")
+    runs_b, over_b = runs_for(shared, tmp_path / "b")
+    ppo.run(compose_cfg([*over_a, *PPO, "ppo.steps=2"], "ppo"))
+    assert (runs_a / "t" / "ppo" / "run.json").is_file()
+    capsys.readouterr()
+    continued = ppo.run(compose_cfg([*over_a, *PPO, "ppo.steps=4"], "ppo"))
+    assert "continuing the finished PPO run of" in capsys.readouterr().out
+    fresh = ppo.run(compose_cfg([*over_b, *PPO, "ppo.steps=4"], "ppo"))
+    a, b = continued.path.parent, fresh.path.parent
+    assert Manifest.load(a).metrics["continued_from_step"] == 2 and Manifest.load(b).metrics["continued_from_step"] is None
+
+    def rows(folder):
+        drop = lambda r: {k: v for k, v in r.items() if not k.startswith("time_")}  # noqa: E731 - timings differ
+        return [drop(json.loads(line)) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+    assert [r["step"] for r in rows(a)] == [0, 1, 2, 3, 4] and rows(a) == rows(b)
+    weights_a, weights_b = (load_file(str(f / "adapter" / "adapter_model.safetensors")) for f in (a, b))
+    assert weights_a.keys() == weights_b.keys() and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert [p.name for p in sorted((a / "checkpoints").iterdir())] == [f"step-{i}" for i in range(5)]
+    assert not (runs_a / "t" / "ppo.work").exists()
+    # the same steps again, or ppo.resume=false: a fresh run, nothing continued
+    again = ppo.run(compose_cfg([*over_a, *PPO, "ppo.steps=4"], "ppo"))
+    assert Manifest.load(again.path.parent).metrics["continued_from_step"] is None
+
+
+def test_a_finished_run_without_its_settings_is_not_continued_blindly(built, tmp_path):
+    from conftest import runs_for
+
+    from halluguard.stages import ppo
+
+    overrides, exp_dir = built
+    runs, over = runs_for({"runs": exp_dir.parent, "overrides": overrides}, tmp_path)
+    ppo.run(compose_cfg([*over, *PPO, "ppo.steps=1"], "ppo"))
+    (runs / "t" / "ppo" / "run.json").unlink()  # as a run finished before continuing existed left it
+    with pytest.raises(HalluguardError, match=r"from step 1 to 2, but it has no run\.json .*ppo\.resume=false"):
+        ppo.run(compose_cfg([*over, *PPO, "ppo.steps=2"], "ppo"))
+    assert not (runs / "t" / "ppo.work").exists()
+    m = ppo.run(compose_cfg([*over, *PPO, "ppo.steps=2", "ppo.resume=false"], "ppo"))
+    assert Manifest.load(m.path.parent).metrics["last_step"] == 2

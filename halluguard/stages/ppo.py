@@ -24,8 +24,10 @@ Outputs in ``<paths.runs>/<exp>/<ppo.algo>/``, written atomically:
 
 While PPO trains, its checkpoints and logs live in ``<paths.runs>/<exp>/<ppo.algo>.work/``: outside the
 atomically written folder (whose temporary copy is thrown away on failure), so an interrupted run keeps
-them and ``ppo.resume=true`` continues it. When training ends they are linked into the output folder and
-the work folder is removed; a finished run is never resumed, only an interrupted one.
+them and ``ppo.resume=true`` continues it. When training ends they are linked into the output folder (with
+``run.json``, the settings a resume must match) and the work folder is removed. A finished run is continued
+when ``ppo.steps`` is raised (``ppo.resume=true``, one process): the same result as the longer run from the
+start, for the cost of the new steps.
 
 Several processes (``accelerate launch ... -m halluguard.cli ppo``, ``ppo.algo=ppo``): each samples its
 slice of every step's prompts, statistics and gradients are all-reduced (:mod:`halluguard.ppo.trainer`),
@@ -132,7 +134,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     from halluguard.ppo.policy import load_start_policy, start_source
     from halluguard.ppo.prompts import build_prompt_set
     from halluguard.ppo.tracking import check_report_to
-    from halluguard.ppo.trainer import PpoTrainer
+    from halluguard.ppo.trainer import RUN_INFO, PpoTrainer
     from halluguard.refusal import RefusalDetector
     from halluguard.retrieval import Encoder
 
@@ -165,6 +167,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     if selection.mode != "all":  # a resumed run must train on the same prompts (absent for `all`: older runs resume)
         fingerprint["prompt_selection"] = {**selection.to_dict(), "sft_examples": manifest.inputs["sft_examples"].sha256}
     work = work_dir(cfg)
+    continued = _continue_finished(cfg, output_dir(cfg), work)
     trainer = PpoTrainer(policy, tokenizer, scorer, prompts, p, work, seed=int(cfg.seed), detector=detector,
                          fingerprint=fingerprint, run_name=f"{cfg.exp}/{p.algo}")
     balance = None
@@ -195,11 +198,13 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         metrics = _ppo_metrics(result, p)
         metrics["reward_balance"] = balance.to_dict() if balance else None
         metrics["prompts"] = selection.to_dict()
+        metrics["continued_from_step"] = continued
         atomic_write_text(out / "summary.md", _ppo_summary(cfg, result, metrics))
         for name, rel in (("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
                           ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")):
             manifest.add_output(name, out / rel, out)
         _link_tree(work / "checkpoints", out / "checkpoints")
+        shutil.copy2(work / RUN_INFO, out / RUN_INFO)  # what `ppo.resume` checks when the run is continued later
         if (work / "tensorboard").is_dir():
             _link_tree(work / "tensorboard", out / "tensorboard")
         manifest.metrics = metrics
@@ -210,6 +215,43 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     manifest.path = final / "manifest.json"
     _print_result(result, metrics, final)
     return manifest
+
+
+def _continue_finished(cfg: DictConfig, final: Path, work: Path) -> int | None:
+    """``ppo.resume=true`` on a finished run with a larger ``ppo.steps``: its checkpoints, logs and settings go
+    back into the work folder and the trainer resumes from its last checkpoint as from an interrupted run, so
+    the result is the run with the larger ``ppo.steps`` from the start (a resume is exact), for the cost of the
+    new steps only. Returns the step it continues from, or None (nothing to continue: the trainer starts over).
+
+    A run the KL budget stopped is not continued (a fresh run stops at the same step). A run finished before
+    its folder kept ``run.json`` cannot be checked against the settings, so it is an error to continue it."""
+    from halluguard.ppo.distributed import world_size
+    from halluguard.ppo.trainer import RUN_INFO
+
+    if not cfg.ppo.resume or work.exists() or not (final / "manifest.json").is_file():
+        return None
+    if world_size() > 1:  # the other processes would look for checkpoints while process 0 restores them
+        log.info("several processes: the finished run in %s is not continued; PPO starts over", final)
+        return None
+    finished = Manifest.load(final)
+    last = finished.metrics.get("last_step")
+    if finished.metrics.get("stopped_early") or last is None or int(cfg.ppo.steps) <= int(last):
+        return None
+    if not (final / RUN_INFO).is_file() or not (final / "checkpoints").is_dir():
+        raise HalluguardError(f"ppo.resume=true would continue the finished run in {final} from step {last} to "
+                              f"{cfg.ppo.steps}, but it has no {RUN_INFO} or checkpoints/ (written by halluguard since "
+                              "continuing was added) to check its settings against; set ppo.resume=false to start over")
+    work.mkdir(parents=True)
+    try:
+        _link_tree(final / "checkpoints", work / "checkpoints")
+        for name in (RUN_INFO, "metrics.jsonl", "probes.jsonl"):
+            shutil.copy2(final / name, work / name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # no half-restored work folder for the next call to trust
+        raise
+    print(f"continuing the finished PPO run of {final} from step {last} to step {cfg.ppo.steps} (ppo.resume=true; "
+          "ppo.resume=false starts over)")
+    return int(last)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
