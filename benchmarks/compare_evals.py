@@ -35,23 +35,16 @@ def parse_run(text: str) -> tuple[str, Path, str]:
     return name or spec, Path(path), model
 
 
-def compare_sampled(args, base_path: Path, base_model: str) -> dict:
-    """The runs' sampled refusal rates against the baseline's (each read beside its samples.jsonl)."""
+def compare_sampled(baseline: tuple[str, Path, str], runs: list[tuple[str, Path, str]], bootstrap: int) -> dict:
+    """The runs' sampled refusal rates against the baseline's, each read beside its samples.jsonl."""
+    from halluguard.evaluation.across_runs import samples_file
     from halluguard.evaluation.sampled_refusal import SampledSettings, compare_sampled_runs, rates_from_sampled
 
-    runs = {}
-    for text in args.runs:
-        name, path, model = parse_run(text)
-        runs[name] = rates_from_sampled(_beside_samples(path), model)
-    settings = SampledSettings(bootstrap=max(1, args.bootstrap))
-    return compare_sampled_runs(rates_from_sampled(_beside_samples(base_path), base_model), runs, settings)
+    def rates(path: Path, model: str) -> dict:
+        return rates_from_sampled(samples_file(path).parent, model)
 
-
-def _beside_samples(path: Path) -> Path:
-    """The folder of the samples.jsonl that ``path`` names (a samples.jsonl file, its eval or experiment folder)."""
-    from halluguard.evaluation.across_runs import samples_file
-
-    return samples_file(path).parent
+    return compare_sampled_runs(rates(*baseline[1:]), {name: rates(path, model) for name, path, model in runs},
+                                SampledSettings(bootstrap=max(1, bootstrap)))
 
 
 def main(argv=None) -> int:
@@ -70,15 +63,14 @@ def main(argv=None) -> int:
     try:
         base_name, base_path, base_model = parse_run(args.baseline)
         baseline = outcomes_from_samples(base_path, base_model)
-        runs = {}
-        for text in args.runs:
-            name, path, model = parse_run(text)
+        parsed, runs = [parse_run(text) for text in args.runs], {}
+        for name, path, model in parsed:
             if name in runs:
                 raise HalluguardError(f"two runs are named {name!r}: name them NAME=PATH:MODEL")
             runs[name] = outcomes_from_samples(path, model)
         result = across_runs(baseline, runs, n_boot=args.bootstrap)
         if args.sampled:
-            result["sampled"] = compare_sampled(args, base_path, base_model)
+            result["sampled"] = compare_sampled((base_name, base_path, base_model), parsed, args.bootstrap)
     except HalluguardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,13 +25,14 @@ HEADERS = {"abstention_recall": "OOK refusal", "over_refusal_context_has_answer"
            "balanced_accuracy": "bal. acc.", "refusal_auc": "AUC", "ik_accuracy": "IK acc."}
 
 
-def samples_file(path: Path) -> Path:
-    """``path`` itself when it is a file, else the ``samples.jsonl`` of an eval folder (or its run folder)."""
+def samples_file(path: Path, name: str = "samples.jsonl", how: str = "") -> Path:
+    """``path`` itself when it is a file, else the file ``name`` of an eval folder (or of its run folder).
+    ``how``: what to run when it is missing, for the error."""
     path = Path(path)
-    for candidate in (path, path / "samples.jsonl", path / "eval" / "samples.jsonl"):
+    for candidate in (path, path / name, path / "eval" / name):
         if candidate.is_file():
             return candidate
-    raise HalluguardError(f"{path}: no samples.jsonl there (give an eval's samples.jsonl, its eval folder or its "
+    raise HalluguardError(f"{path}: no {name} there ({how}give an eval's {name}, its eval folder or its "
                           "experiment folder)")
 
 

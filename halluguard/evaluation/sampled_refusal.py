@@ -274,12 +274,9 @@ def _mean_cell(group: dict) -> str:
 
 def sampled_file(path) -> Path:
     """``path`` itself when it is a file, else the ``sampled.jsonl`` of an eval folder (or its run folder)."""
-    path = Path(path)
-    for candidate in (path, path / "sampled.jsonl", path / "eval" / "sampled.jsonl"):
-        if candidate.is_file():
-            return candidate
-    raise HalluguardError(f"{path}: no sampled.jsonl there (run `halluguard eval eval.sampled.samples=8` for it; "
-                          "give its eval folder, its experiment folder or the file)")
+    from halluguard.evaluation.across_runs import samples_file
+
+    return samples_file(path, "sampled.jsonl", how="run `halluguard eval eval.sampled.samples=8` for it; ")
 
 
 def rates_from_sampled(path, model: str) -> dict[str, tuple[bool, bool | None, float]]:
