@@ -382,6 +382,26 @@ class GrpoSettings:
 
 
 @dataclass
+class CheckpointSelectConfig:
+    """``ppo.select``: which saved checkpoint within the KL budget is PPO's result
+    (:mod:`halluguard.ppo.checkpoint_selection`)."""
+
+    by: str = "kl_budget"
+    """``kl_budget``: the last checkpoint within ``ppo.kl.budget``. ``validation``: of the checkpoints within the
+    budget (step 0, the reference, included), the one with the highest balanced accuracy on a validation split of
+    the build's held-out questions; the evaluation then leaves that split out for every model."""
+    validation_fraction: float = 0.3
+    """Share of the held-out questions set aside for the choice (stratified by label, whole question groups)."""
+    seed: int = 0
+    """Which questions the validation split takes."""
+    samples: int = 0
+    """0: one greedy answer per question (as the evaluation decodes); k > 0: k answers sampled at
+    ``ppo.temperature`` per question, each question's refusal rate the share refused (a smoother score)."""
+    max_new_tokens: int = 48
+    """The detector judges an answer's first sentence (``eval.sampled.max_new_tokens`` says how this was measured)."""
+
+
+@dataclass
 class PpoConfig:
     """``halluguard ppo``: PPO from the SFT reference with a KL penalty to it (or a DPO/GRPO baseline)."""
 
@@ -438,6 +458,7 @@ class PpoConfig:
     generate_threads: int = 1
     """torch threads while sampling on CPU (0: torch's setting). Decoding is hundreds of tiny ops per token: a
     second thread buys little, and on a CPU shared with other processes its waiting cost 6x (tiny model)."""
+    select: CheckpointSelectConfig = field(default_factory=CheckpointSelectConfig)
     dpo: DpoSettings = field(default_factory=DpoSettings)
     grpo: GrpoSettings = field(default_factory=GrpoSettings)
 
@@ -788,6 +809,7 @@ PPO_ALGOS = ("ppo", "dpo", "grpo")
 PPO_STARTS = ("sft", "base")
 PPO_PROMPTS = PROMPT_CHOICES  # all | unseen_by_sft
 KL_PENALTIES = ("k1", "k3")
+SELECT_BY = ("kl_budget", "validation")
 REPORT_TO = ("tensorboard", "wandb")
 
 
@@ -795,7 +817,8 @@ def _check_ppo(p: DictConfig) -> None:
     """PPO settings that would otherwise fail mid-run (or silently train something else)."""
     _require_choices({"ppo.algo": (p.algo, PPO_ALGOS), "ppo.start": (p.start, PPO_STARTS),
                       "ppo.prompts": (p.prompts, PPO_PROMPTS),
-                      "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES), "ppo.report_to": (p.report_to, REPORT_TO)})
+                      "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES), "ppo.report_to": (p.report_to, REPORT_TO),
+                      "ppo.select.by": (p.select.by, SELECT_BY)})
     for key in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
                 "save_every", "probe_every", "learning_rate", "max_grad_norm", "temperature", "cliprange",
                 "cliprange_value"):
@@ -831,6 +854,20 @@ def _check_ppo(p: DictConfig) -> None:
                           f"half OOK), got {p.balance_prompts}")
     if p.lora.top_layers < 0:
         raise ConfigError(f"config key 'ppo.lora.top_layers' must be >= 0 (0 = every block), got {p.lora.top_layers}")
+    _check_select(p)
+
+
+def _check_select(p: DictConfig) -> None:
+    s = p.select
+    if s.by == "validation" and p.algo != "ppo":
+        raise ConfigError(f"config key 'ppo.select.by=validation' chooses among PPO's checkpoints; ppo.algo={p.algo} "
+                          "saves none: set ppo.select.by=kl_budget")
+    if not 0 < s.validation_fraction < 1:
+        raise ConfigError(f"config key 'ppo.select.validation_fraction' must be in (0, 1), got {s.validation_fraction}")
+    if s.samples < 0:
+        raise ConfigError(f"config key 'ppo.select.samples' must be >= 0 (0 = greedy), got {s.samples}")
+    if s.max_new_tokens <= 0:
+        raise ConfigError(f"config key 'ppo.select.max_new_tokens' must be positive, got {s.max_new_tokens}")
 
 
 

@@ -164,7 +164,7 @@ def render_markdown(results: dict, changes: dict[str, list[dict]], charts: dict[
              (f"{data['n_questions']} held-out questions ({data['by_label'].get('ik', 0)} in-knowledge, "
              f"{data['by_label'].get('ook', 0)} out-of-knowledge) of {data['n_heldout']}; "
              f"{data['with_gold_answers']} with gold answers. Overlap with training: {data['overlap']['count']} "
-             f"(policy `{data['overlap']['policy']}`). Git {results['git']}."), "",
+             f"(policy `{data['overlap']['policy']}`). Git {results['git']}.{_validation_note(data)}"), "",
              "## Models", ""]
     lines += _md_table(["model", "status", "what it is", "questions/s"],
                        [[n, m["status"] if m["status"] == "ok" else f"{m['status']}: {m['reason']}", m["description"],
@@ -287,7 +287,8 @@ def render_html(results: dict, changes: dict[str, list[dict]], charts: dict[str,
              (f"<p>{data['n_questions']} held-out questions ({data['by_label'].get('ik', 0)} in-knowledge, "
              f"{data['by_label'].get('ook', 0)} out-of-knowledge) of {data['n_heldout']}; "
              f"{data['with_gold_answers']} with gold answers. Overlap with training: {data['overlap']['count']} "
-             f"(policy <code>{_h(data['overlap']['policy'])}</code>). Git {_h(results['git'])}.</p>"),
+             f"(policy <code>{_h(data['overlap']['policy'])}</code>). Git {_h(results['git'])}."
+             f"{_h(_validation_note(data))}</p>"),
              "<h2>Models</h2>"]
     parts.append(_html_table(["model", "status", "what it is", "questions/s"],
                              [[n, m["status"] if m["status"] == "ok" else f"{m['status']}: {m['reason']}",
@@ -351,3 +352,12 @@ def _html_comparison(name: str, comp: dict, rows: list[dict] | None, max_rows: i
         if len(rows) > len(shown):
             out.append(f"<p>({len(rows) - len(shown)} more in samples.jsonl)</p>")
     return "\n".join(out)
+
+
+def _validation_note(data: dict) -> str:
+    """Said when PPO's checkpoint was chosen on some held-out questions, which every model then skips."""
+    left = data.get("validation_left_out")
+    if not left:
+        return ""
+    return (f" Not counted: the {left['n']} held-out questions PPO's checkpoint was chosen on "
+            "(`ppo.select.by=validation`), left out for every model.")

@@ -75,3 +75,40 @@ def plot_curves(rows: Sequence[dict], png: Path, budget: float | None = None,
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
+
+
+def plot_selection(selection, png: Path, title: str = "PPO checkpoints on validation questions") -> Path:
+    """Each candidate checkpoint's validation scores against its step, the chosen one marked: does the boundary
+    (balanced accuracy) trend, or do both refusal rates walk together?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = selection.scores
+    steps = [s.step for s in scores]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [s.balanced_accuracy for s in scores], "-o", color="black", label="balanced accuracy (chooses)")
+    ax.plot(steps, [s.ook_refusal for s in scores], "--o", color="tab:green", markersize=4,
+            label="OOK refusal (should rise)")
+    over = [(s.step, s.over_refusal) for s in scores if s.over_refusal is not None]
+    if over:
+        ax.plot(*zip(*over), "--o", color="tab:red", markersize=4, label="over-refusal, ctx has answer (should not)")
+    ax.axvline(selection.chosen_step, color="green", alpha=0.4, label=f"result: step {selection.chosen_step}")
+    if selection.budget_step != selection.chosen_step:
+        ax.axvline(selection.budget_step, color="grey", linestyle=":", label=f"last within KL budget: step {selection.budget_step}")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("checkpoint step")
+    ax.set_ylabel("rate on the validation questions")
+    n, k = selection.validation.get("n"), selection.validation.get("samples")
+    ax.set_title(f"{n or ''} validation questions, " + (f"{k} sampled answers each" if k else "greedy answers"),
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

@@ -133,6 +133,7 @@ def prepare_questions(cfg, build: Manifest, encoder):
 
     ecfg = cfg.eval
     questions = load_heldout(build.output_path("heldout"))
+    questions, validation = leave_out_validation(cfg, questions)
     training = list(load_from_disk(str(build.output_path("pairs")))["train"])
     training += list(load_from_disk(str(build.output_path("ppo_prompts"))))
     overlap = find_overlap(questions, training)
@@ -154,6 +155,7 @@ def prepare_questions(cfg, build: Manifest, encoder):
     data = {
         "build_manifest": str(build.path),
         "n_heldout": n_heldout,
+        "validation_left_out": validation,
         "n_questions": len(questions),
         "sampled": len(questions) < n_heldout,
         "by_label": dict(Counter(q.label for q in questions)),
@@ -164,6 +166,30 @@ def prepare_questions(cfg, build: Manifest, encoder):
         "gate": {"max_top1": float(ecfg.gate_max_top1), "refusal": plain_text(ecfg.gate_refusal), "top1_from": gate_counts},
     }
     return questions, data
+
+
+def leave_out_validation(cfg, questions: list) -> tuple[list, dict | None]:
+    """The held-out questions less those PPO chose its checkpoint on (``ppo.select.by=validation``), for every
+    model alike: a result chosen on a question must not be judged on it. ``(questions, None)`` when the PPO run
+    of this experiment (if any) chose by the KL budget."""
+    from halluguard.ppo.checkpoint_selection import validation_case_ids
+
+    path = stage_dir(cfg, "ppo") / "manifest.json"
+    if not path.is_file():
+        return questions, None
+    ids = set(validation_case_ids(Manifest.load(path.parent)))
+    if not ids:
+        return questions, None
+    kept = [q for q in questions if q.case_id not in ids]
+    missing = len(ids) - (len(questions) - len(kept))
+    if missing:
+        raise HalluguardError(f"the PPO run in {path.parent} chose its checkpoint on {len(ids)} held-out questions, "
+                              f"{missing} of which this build's held-out set does not have: it was trained on "
+                              "another build; re-run `halluguard ppo` on this one")
+    log.info("leaving out the %d validation questions PPO chose its checkpoint on (%s)", len(ids), path)
+    print(f"evaluating {len(kept)} held-out questions: the {len(ids)} that `ppo.select.by=validation` chose PPO's "
+          f"checkpoint on are left out for every model")
+    return kept, {"n": len(ids), "ppo_manifest": str(path)}
 
 
 def refusal_detector(cfg, encoder):

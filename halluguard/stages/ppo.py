@@ -36,6 +36,7 @@ and process 0 writes the folder while the others wait at a barrier. ``ppo.batch_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -141,8 +142,12 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     started = time.perf_counter()
     p = cfg.ppo
     manifest = Manifest(stage="ppo", exp=cfg.exp, config=to_plain(cfg))
-    _, rows, meta, _ = _prompt_rows(cfg, manifest)
+    _, rows, meta, build = _prompt_rows(cfg, manifest)
     rows, meta, selection = _select_prompts(cfg, rows, meta, manifest)
+    if p.select.by == "validation":  # the split must exist before hours of training depend on it
+        from halluguard.ppo.checkpoint_selection import validation_questions
+
+        validation_questions(cfg, build)
     print(selection.describe())
     source = start_source(cfg)
     _start_input(cfg, manifest)
@@ -185,6 +190,12 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         manifest.path = final / "manifest.json"
         return manifest
 
+    chosen_by = None
+    if p.select.by == "validation":
+        chosen_by = _choose_on_validation(cfg, build, result, source, detector, str(trainer.accelerator.device))
+        result = dataclasses.replace(result, chosen_step=chosen_by.chosen_step,
+                                     chosen_checkpoint=result.chosen_checkpoint.parent / f"step-{chosen_by.chosen_step}")
+
     with atomic_dir(final) as out:
         shutil.copytree(result.chosen_checkpoint / "adapter", out / "adapter")
         tokenizer.save_pretrained(str(out / "adapter"))
@@ -199,9 +210,16 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         metrics["reward_balance"] = balance.to_dict() if balance else None
         metrics["prompts"] = selection.to_dict()
         metrics["continued_from_step"] = continued
+        metrics["selection"] = chosen_by.to_dict() if chosen_by else {"by": "kl_budget"}
         atomic_write_text(out / "summary.md", _ppo_summary(cfg, result, metrics))
-        for name, rel in (("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
-                          ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")):
+        outputs = [("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
+                   ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")]
+        if chosen_by:
+            from halluguard.ppo.plots import plot_selection
+
+            plot_selection(chosen_by, out / "validation.png", title=f"PPO checkpoints on validation - experiment {cfg.exp}")
+            outputs.append(("validation_plot", "validation.png"))
+        for name, rel in outputs:
             manifest.add_output(name, out / rel, out)
         _link_tree(work / "checkpoints", out / "checkpoints")
         shutil.copy2(work / RUN_INFO, out / RUN_INFO)  # what `ppo.resume` checks when the run is continued later
@@ -215,6 +233,16 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     manifest.path = final / "manifest.json"
     _print_result(result, metrics, final)
     return manifest
+
+
+def _choose_on_validation(cfg: DictConfig, build: Manifest, result, start: str, detector, device: str):
+    """``ppo.select.by=validation``: the best saved checkpoint within the budget on the validation split."""
+    from halluguard.ppo.checkpoint import list_checkpoints
+    from halluguard.ppo.checkpoint_selection import run_selection
+
+    checkpoints = result.chosen_checkpoint.parent
+    saved = [n for n, _ in list_checkpoints(checkpoints)]
+    return run_selection(cfg, build, checkpoints, saved, result.chosen_step, start, detector, device, result.rows)
 
 
 def _continue_finished(cfg: DictConfig, final: Path, work: Path) -> int | None:
@@ -263,6 +291,10 @@ def _link_tree(src: Path, dst: Path) -> None:
         except OSError:
             shutil.copy2(a, b)
     shutil.copytree(src, dst, copy_function=link)
+
+
+def _validated(m: dict) -> bool:
+    return (m.get("selection") or {}).get("by") == "validation"
 
 
 def _row(rows: list[dict], step: int) -> dict:
@@ -348,16 +380,19 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
     if result.stopped_early:
         stop = (f"**Stopped early at step {result.last_step}**: its KL to the reference ({_fmt(_row(result.rows, result.last_step).get('kl'))} "
                 f"nats per response, {p.kl.penalty}) passed the budget `ppo.kl.budget={p.kl.budget}`. The result is "
-                f"checkpoint step {result.chosen_step}, the last one within budget.")
+                f"checkpoint step {result.chosen_step}" + (", chosen on validation questions (below)."
+                                                           if _validated(m) else ", the last one within budget."))
     else:
-        stop = (f"Ran all {p.steps} steps; the final policy (step {result.chosen_step}) stayed within the KL budget "
-                f"`ppo.kl.budget={p.kl.budget}`.")
+        stop = (f"Ran all {p.steps} steps; the final policy (step {result.last_step}) stayed within the KL budget "
+                f"`ppo.kl.budget={p.kl.budget}`. The result is checkpoint step {result.chosen_step}"
+                + (", chosen on validation questions (below)." if _validated(m) else "."))
     lines = [
         f"# PPO - experiment `{cfg.exp}`", "",
         (f"Start: `{p.start}` (`{cfg.model.name_or_path}`), reward: `{cfg.reward.scorer}`, "
          f"{p.batch_size} prompts x {p.ppo_epochs} epochs of {p.batch_size // p.mini_batch_size} minibatches per step, "
          f"beta {'adaptive toward ' + str(p.kl.target) if p.kl.adaptive else 'fixed'} (start {p.kl.beta})."), "",
         stop, "" if result.resumed_from is None else f"\nResumed from checkpoint step {result.resumed_from}.\n", "",
+        *_choice_lines(m.get("selection"), p),
         *_balance_lines(m.get("reward_balance")),
         *_selection_lines(m.get("prompts")),
         f"| | step 0 (reference) | result (step {result.chosen_step}) | last measured (step {result.last_step}) |",
@@ -396,6 +431,26 @@ def _selection_lines(selection: dict | None) -> list[str]:
     return [PromptSelection(**selection).describe() + ".", ""]
 
 
+def _choice_lines(selection: dict | None, p) -> list[str]:
+    """How the result was chosen, when a validation split chose it (``ppo.select.by=validation``)."""
+    if not selection or selection.get("by") != "validation":
+        return []
+    v = selection["validation"]
+    how = f"{v['samples']} sampled answers per question" if v.get("samples") else "greedy answers"
+    chosen, budget = selection["chosen_step"], selection["budget_step"]
+    lines = [(f"**Result chosen on {v['n']} validation questions** (`ppo.select.by=validation`: "
+              f"{v['fraction']:g} of the held-out set, seed {v['seed']}, {v['by_label']}; {how}). Of the checkpoints "
+              f"up to step {budget} (the last within the KL budget), step {chosen} has the highest balanced accuracy"
+              + (": **the reference itself** - PPO did not improve the boundary on questions it never saw." if chosen == 0
+                 else ".") + " `halluguard eval` leaves these questions out for every model."), "",
+             "| step | KL | bal. acc. | OOK refusal | over-refusal (ctx has answer) |", "|---:|---:|---:|---:|---:|"]
+    for s in selection["scores"]:
+        mark = " **result**" if s["step"] == chosen else ""
+        lines.append(f"| {s['step']}{mark} | {_fmt(s.get('kl'))} | {_fmt(s['balanced_accuracy'])} | "
+                     f"{_fmt(s['ook_refusal'])} | {_fmt(s.get('over_refusal'))} |")
+    return [*lines, "", "![validation](validation.png)", ""]
+
+
 def _balance_lines(balance: dict | None) -> list[str]:
     if not balance:
         return []
@@ -412,6 +467,9 @@ def _probe_section(probes: list[dict], chosen: int) -> list[str]:
     if not start:
         return []
     lines = [f"## Probe prompts: the reference (step 0) and the result (step {chosen})", ""]
+    if not end:
+        lines += [f"Step {chosen} falls between the probe steps (every `ppo.probe_every`); its completions are not "
+                  "logged.", ""]
     for case_id, a in start.items():
         b = end.get(case_id, {})
         lines += [f"**[{(a.get('label') or '?').upper()}] {a.get('question') or case_id}** (case `{case_id}`)", "",
@@ -444,6 +502,10 @@ def _print_result(result, m: dict, final: Path) -> None:
     probe_text = _probe_change_text(m.get("probe_refusal"))
     if probe_text:
         print(f"   greedy refusals on the fixed probe prompts, step 0 -> step {result.chosen_step}: {probe_text}")
+    if _validated(m):
+        sel = m["selection"]
+        print(f"   chosen on {sel['validation']['n']} validation questions: step {sel['chosen_step']} "
+              f"(the last within the KL budget: step {sel['budget_step']}); eval leaves them out")
     print(f"summary: {final / 'summary.md'}")
 
 

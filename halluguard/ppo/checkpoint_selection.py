@@ -1,0 +1,238 @@
+"""PPO's result chosen on validation questions (``ppo.select.by=validation``), not by the KL budget alone.
+
+The KL budget says when PPO must stop; it does not say which checkpoint before the stop is the best policy.
+Measured on the demo build (README, "along the checkpoints"): from one saved checkpoint to the next, held-out
+OOK refusal and over-refusal moved together by up to 0.2, and in the run on fitted prompts the best held-out
+balanced accuracy was at step 8 of 20. The last checkpoint within the budget is then one draw of a noisy walk.
+
+With ``ppo.select.by=validation``:
+
+1. :func:`split_validation` sets a share of the build's held-out questions aside (by seed, stratified by label,
+   whole question groups so that a question and its synthetic variants stay on one side);
+2. every saved checkpoint within the budget, step 0 (the reference itself) included, answers them
+   (:func:`score_checkpoints`): greedily, or ``ppo.select.samples`` times at the rollout temperature;
+3. the highest balanced accuracy (the mean of the OOK refusal rate and the IK answer rate) wins; ties go to
+   the earliest step, the one nearest the reference (:func:`choose_step`). Step 0 winning means PPO did not
+   improve the boundary on questions it never saw, and the result is then the reference's policy.
+
+The evaluation leaves the validation questions out for every model (:func:`validation_case_ids`), so the
+before -> after it reports is on questions the choice never saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from halluguard.errors import HalluguardError
+
+log = logging.getLogger("halluguard.ppo")
+
+SELECT_METRIC = "balanced_accuracy"
+
+
+@dataclass
+class CheckpointScore:
+    """One checkpoint's answers to the validation questions, summarised."""
+
+    step: int
+    balanced_accuracy: float
+    ook_refusal: float                 # share (or mean sampled rate) of OOK questions refused
+    over_refusal: float | None         # the same on IK questions whose context holds the answer
+    ik_refusal: float                  # the same on every IK question
+    kl: float | None = None            # the step's batch KL, from metrics.jsonl
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Selection:
+    """What :func:`select_checkpoint` chose and why; ``to_dict`` goes into the PPO manifest."""
+
+    chosen_step: int
+    budget_step: int                   # the last checkpoint within the KL budget (the choice without validation)
+    scores: list[CheckpointScore]
+    validation: dict                   # n, by_label, fraction, seed, samples, case_ids
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"by": "validation", "metric": SELECT_METRIC, "chosen_step": self.chosen_step,
+                "budget_step": self.budget_step, "seconds": round(self.seconds, 2),
+                "scores": [s.to_dict() for s in self.scores], "validation": self.validation}
+
+
+# ---------------------------------------------------------------- the split
+
+def split_validation(questions: Sequence, fraction: float, seed: int) -> tuple[list, list]:
+    """``(validation, rest)``: about ``fraction`` of each label's questions, whole groups at a time.
+
+    Groups (``q.group``, else ``q.question_id``) are shuffled by ``seed``, those holding the rarer label first,
+    and taken in turn while no label passes its target (``round(fraction * n_label)``, at least 1); both sides keep the
+    questions' original order.
+    """
+    if not 0 < fraction < 1:
+        raise HalluguardError(f"ppo.select.validation_fraction must be in (0, 1), got {fraction}")
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        groups.setdefault(q.group or q.question_id, []).append(i)
+    totals = _label_counts(questions, range(len(questions)))
+    target = {label: max(1, round(fraction * n)) for label, n in totals.items()}  # the score needs both labels
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    # groups holding the rarer label go first: filled in plain shuffled order, groups of the common label alone
+    # can take its share while the groups that also hold the rare one are still to come, and then none fits
+    rare = min(totals, key=lambda label: (totals[label], label))
+    keys.sort(key=lambda key: rare not in _label_counts(questions, groups[key]))
+    taken: dict[str, int] = {label: 0 for label in totals}
+    chosen: set[int] = set()
+    for key in keys:
+        counts = _label_counts(questions, groups[key])
+        if all(taken[label] + n <= target[label] for label, n in counts.items()):
+            chosen.update(groups[key])
+            for label, n in counts.items():
+                taken[label] += n
+    short = sorted(label for label in totals if not taken[label])  # the score needs both labels
+    if short:
+        raise HalluguardError(f"the validation split of {len(questions)} held-out questions has no "
+                              f"{'/'.join(short)} questions at ppo.select.validation_fraction={fraction}: "
+                              "raise it, or build more held-out questions (builder.split.heldout_fraction)")
+    validation = [q for i, q in enumerate(questions) if i in chosen]
+    rest = [q for i, q in enumerate(questions) if i not in chosen]
+    gone = sorted(set(totals) - {q.label for q in rest})
+    if gone:
+        log.warning("the validation split took every held-out %s question: the evaluation will have none left",
+                    "/".join(gone))
+    return validation, rest
+
+
+def _label_counts(questions: Sequence, indices) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in indices:
+        counts[questions[i].label] = counts.get(questions[i].label, 0) + 1
+    return counts
+
+
+def validation_case_ids(ppo_manifest) -> list[str]:
+    """The held-out case ids a finished PPO run chose its checkpoint on (empty when it chose by the budget)."""
+    selection = (ppo_manifest.metrics or {}).get("selection") or {}
+    return list((selection.get("validation") or {}).get("case_ids") or [])
+
+
+# ---------------------------------------------------------------- scoring and choosing
+
+def score_answers(step: int, questions: Sequence, refusal_rates: np.ndarray, kl: float | None = None) -> CheckpointScore:
+    """A checkpoint's score from each question's refusal rate (0/1 greedy, a share when sampled)."""
+    rates = np.asarray(refusal_rates, dtype=np.float64)
+    if len(rates) != len(questions):
+        raise HalluguardError(f"{len(rates)} refusal rates for {len(questions)} validation questions")
+    ook = np.array([q.should_abstain for q in questions], dtype=bool)
+    holds = np.array([q.evidence_holds_answer is True for q in questions], dtype=bool)
+    if not ook.any() or ook.all():
+        raise HalluguardError("the validation questions need both IK and OOK questions to score the boundary")
+    ook_refusal = float(rates[ook].mean())
+    ik_refusal = float(rates[~ook].mean())
+    over = float(rates[~ook & holds].mean()) if (~ook & holds).any() else None
+    return CheckpointScore(step=step, balanced_accuracy=(ook_refusal + 1.0 - ik_refusal) / 2, ook_refusal=ook_refusal,
+                           over_refusal=over, ik_refusal=ik_refusal, kl=kl)
+
+
+def choose_step(scores: Sequence[CheckpointScore]) -> int:
+    """The highest balanced accuracy; on a tie the earliest step (the least KL spent for it)."""
+    if not scores:
+        raise HalluguardError("no checkpoint was scored on the validation questions")
+    best = max(s.balanced_accuracy for s in scores)
+    return min(s.step for s in scores if s.balanced_accuracy >= best - 1e-12)
+
+
+def candidate_steps(saved: Sequence[int], budget_step: int) -> list[int]:
+    """The saved checkpoints a validation choice may pick: every one up to the budget's choice."""
+    steps = sorted(s for s in saved if s <= budget_step)
+    if not steps:
+        raise HalluguardError(f"no saved checkpoint at or before step {budget_step} to choose from")
+    return steps
+
+
+def select_checkpoint(saved: Sequence[int], budget_step: int, questions: Sequence,
+                      refusal_rates_of: Callable[[int], np.ndarray], kl_of: Callable[[int], float | None],
+                      validation: dict) -> Selection:
+    """Score every candidate checkpoint with ``refusal_rates_of(step)`` and choose one."""
+    import time
+
+    started = time.perf_counter()
+    scores = [score_answers(step, questions, refusal_rates_of(step), kl_of(step))
+              for step in candidate_steps(saved, budget_step)]
+    chosen = choose_step(scores)
+    return Selection(chosen_step=chosen, budget_step=budget_step, scores=scores, validation=validation,
+                     seconds=time.perf_counter() - started)
+
+
+def policy_refusal_rates(cfg, source, questions: Sequence, detector, device: str, desc: str) -> np.ndarray:
+    """Each validation question's refusal rate under one checkpoint: greedy (0 or 1), or the share of
+    ``ppo.select.samples`` answers sampled at ``ppo.temperature`` that the detector calls refusals."""
+    from halluguard.evaluation.runner import GenerationSettings, answer_with_policy
+    from halluguard.evaluation.sampled_refusal import SampledSettings, refusal_rates, sampled_answers
+
+    s = cfg.ppo.select
+    if int(s.samples) > 0:
+        settings = SampledSettings(samples=int(s.samples), temperature=float(cfg.ppo.temperature),
+                                   max_new_tokens=int(s.max_new_tokens), batch_size=int(cfg.eval.batch_size),
+                                   seed=int(s.seed))
+        return refusal_rates(detector, sampled_answers(source, cfg, questions, settings, device, desc=desc))
+    settings = GenerationSettings(batch_size=int(cfg.eval.batch_size), max_new_tokens=int(s.max_new_tokens),
+                                  greedy=True, seed=int(s.seed))
+    answers = answer_with_policy(source, cfg, questions, settings, device, desc=desc)
+    return np.asarray(detector.is_refusal(answers), dtype=np.float64)
+
+
+def validation_questions(cfg, build) -> tuple[list, dict]:
+    """The validation split of the build's held-out questions and its description for the manifest."""
+    from collections import Counter
+
+    from halluguard.evaluation.heldout import load_heldout
+
+    s = cfg.ppo.select
+    questions, _ = split_validation(load_heldout(build.output_path("heldout")), float(s.validation_fraction),
+                                    int(s.seed))
+    info = {"n": len(questions), "by_label": dict(Counter(q.label for q in questions)),
+            "fraction": float(s.validation_fraction), "seed": int(s.seed), "samples": int(s.samples),
+            "case_ids": [q.case_id for q in questions]}
+    return questions, info
+
+
+def run_selection(cfg, build, checkpoints: Path, saved: Sequence[int], budget_step: int, start: str, detector,
+                  device: str, rows: Sequence[dict]) -> Selection:
+    """``ppo.select.by=validation`` end to end: split, score each candidate checkpoint's adapter on ``start``."""
+    from halluguard.evaluation.models import PolicySource
+
+    questions, info = validation_questions(cfg, build)
+    kl = {r["step"]: r.get("kl") for r in rows}
+    how = f"{cfg.ppo.select.samples} samples each" if int(cfg.ppo.select.samples) else "greedy"
+    print(f"choosing PPO's result on {info['n']} validation questions ({info['by_label']}, {how}) among the "
+          f"checkpoints up to step {budget_step}")
+
+    def rates(step: int) -> np.ndarray:
+        source = PolicySource(base=start, adapter=str(checkpoints / f"step-{step}" / "adapter"))
+        return policy_refusal_rates(cfg, source, questions, detector, device, desc=f"validation step {step}")
+
+    selection = select_checkpoint(saved, budget_step, questions, rates, kl.get, info)
+    print(format_selection(selection))
+    return selection
+
+
+def format_selection(selection: Selection) -> str:
+    """The per-checkpoint table a person reads, the chosen row marked."""
+    lines = [f"{'step':>5}{'KL':>8}{'bal. acc.':>11}{'OOK refusal':>13}{'over-refusal':>14}"]
+    for s in selection.scores:
+        kl = "n/a" if s.kl is None else f"{s.kl:.3f}"
+        over = "n/a" if s.over_refusal is None else f"{s.over_refusal:.3f}"
+        mark = "  <- result" if s.step == selection.chosen_step else (
+            "  (last within budget)" if s.step == selection.budget_step else "")
+        lines.append(f"{s.step:>5}{kl:>8}{s.balanced_accuracy:>11.3f}{s.ook_refusal:>13.3f}{over:>14}{mark}")
+    return "\n".join(lines)
