@@ -8,7 +8,9 @@ MODEL a model evaluated there (sft, ppo, gated_ppo, ...). Prints the key metrics
 baseline with McNemar's p on the OOK and IK refusals, the mean / sd / range of the changes, and how many runs
 raised OOK refusal without raising over-refusal. ``--sampled`` adds the same comparison of the sampled refusal
 rates (each eval run with ``eval.sampled.samples > 0``: its sampled.jsonl), each group's change with its paired
-permutation p-value. ``--out`` writes the same as JSON.
+permutation p-value; ``--pool`` adds a row for the runs' per-question rates averaged (the method over seeds,
+paired against the baseline on each question); ``--sampled-only`` reads only sampled.jsonl files (PATH may be one).
+``--out`` writes the same as JSON.
 """
 
 from __future__ import annotations
@@ -35,16 +37,25 @@ def parse_run(text: str) -> tuple[str, Path, str]:
     return name or spec, Path(path), model
 
 
-def compare_sampled(baseline: tuple[str, Path, str], runs: list[tuple[str, Path, str]], bootstrap: int) -> dict:
-    """The runs' sampled refusal rates against the baseline's, each read beside its samples.jsonl."""
+def compare_sampled(baseline: tuple[str, Path, str], runs: list[tuple[str, Path, str]], bootstrap: int,
+                    pool: bool = False, beside_samples: bool = True) -> dict:
+    """The runs' sampled refusal rates against the baseline's, each read beside its samples.jsonl (or, with
+    ``beside_samples`` false, from PATH itself: a sampled.jsonl or its eval folder); ``pool`` adds their mean."""
     from halluguard.evaluation.across_runs import samples_file
-    from halluguard.evaluation.sampled_refusal import SampledSettings, compare_sampled_runs, rates_from_sampled
+    from halluguard.evaluation.sampled_refusal import (
+        SampledSettings,
+        compare_sampled_runs,
+        mean_rates,
+        rates_from_sampled,
+    )
 
     def rates(path: Path, model: str) -> dict:
-        return rates_from_sampled(samples_file(path).parent, model)
+        return rates_from_sampled(samples_file(path).parent if beside_samples else path, model)
 
-    return compare_sampled_runs(rates(*baseline[1:]), {name: rates(path, model) for name, path, model in runs},
-                                SampledSettings(bootstrap=max(1, bootstrap)))
+    each = {name: rates(path, model) for name, path, model in runs}
+    if pool:
+        each[f"mean of {len(runs)}"] = mean_rates(each)
+    return compare_sampled_runs(rates(*baseline[1:]), each, SampledSettings(bootstrap=max(1, bootstrap)))
 
 
 def main(argv=None) -> int:
@@ -55,30 +66,42 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
     parser.add_argument("--sampled", action="store_true",
                         help="also compare the sampled refusal rates (sampled.jsonl beside each samples.jsonl)")
+    parser.add_argument("--sampled-only", action="store_true",
+                        help="compare only the sampled refusal rates (PATH: a sampled.jsonl or its eval folder)")
+    parser.add_argument("--pool", action="store_true",
+                        help="with --sampled: add the runs' per-question rates averaged, against the baseline")
     args = parser.parse_args(argv)
+    if args.pool and not (args.sampled or args.sampled_only):
+        parser.error("--pool averages sampled rates: add --sampled or --sampled-only")
 
     from halluguard.errors import HalluguardError
     from halluguard.evaluation.across_runs import across_runs, format_across_runs, outcomes_from_samples
 
     try:
         base_name, base_path, base_model = parse_run(args.baseline)
-        baseline = outcomes_from_samples(base_path, base_model)
-        parsed, runs = [parse_run(text) for text in args.runs], {}
-        for name, path, model in parsed:
-            if name in runs:
-                raise HalluguardError(f"two runs are named {name!r}: name them NAME=PATH:MODEL")
-            runs[name] = outcomes_from_samples(path, model)
-        result = across_runs(baseline, runs, n_boot=args.bootstrap)
-        if args.sampled:
-            result["sampled"] = compare_sampled((base_name, base_path, base_model), parsed, args.bootstrap)
+        parsed = [parse_run(text) for text in args.runs]
+        names = [name for name, _, _ in parsed]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise HalluguardError(f"two runs are named {repeated[0]!r}: name them NAME=PATH:MODEL")
+        result = {}
+        if not args.sampled_only:
+            baseline = outcomes_from_samples(base_path, base_model)
+            runs = {name: outcomes_from_samples(path, model) for name, path, model in parsed}
+            result = across_runs(baseline, runs, n_boot=args.bootstrap)
+        if args.sampled or args.sampled_only:
+            result["sampled"] = compare_sampled((base_name, base_path, base_model), parsed, args.bootstrap,
+                                                pool=args.pool, beside_samples=not args.sampled_only)
     except HalluguardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_across_runs(result, base_name))
-    if args.sampled:
+    if not args.sampled_only:
+        print(format_across_runs(result, base_name))
+    if "sampled" in result:
         from halluguard.evaluation.sampled_refusal import format_sampled_runs
 
-        print()
+        if not args.sampled_only:
+            print()
         print(format_sampled_runs(result["sampled"], base_name))
     if args.out:
         tmp = args.out.with_name(args.out.name + ".tmp")

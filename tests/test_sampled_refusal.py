@@ -260,3 +260,33 @@ def test_compare_evals_prints_the_sampled_table(tmp_path):
                            f"{tmp_path / 'a'}:sft", f"{tmp_path / 'b'}:nope"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and "error:" in done.stderr
+
+
+def test_runs_average_question_by_question_and_only_on_the_same_questions(tmp_path):
+    from halluguard.evaluation.sampled_refusal import mean_rates, rates_from_sampled
+
+    a = rates_from_sampled(write_sampled(tmp_path / "a", "ppo", {c: 0.25 for c in LABELS}, LABELS), "ppo")
+    b = rates_from_sampled(write_sampled(tmp_path / "b", "ppo", {c: 1.0 for c in LABELS}, LABELS), "ppo")
+    pooled = mean_rates({"s0": a, "s1": b})
+    assert pooled["q0"] == (True, False, 0.625) and pooled["q9"] == (False, True, 0.625) and len(pooled) == 10
+    c = rates_from_sampled(write_sampled(tmp_path / "c", "ppo", {"q0": 0.5}, LABELS), "ppo")
+    with pytest.raises(HalluguardError, match="'s0' and 'c' were sampled on other questions"):
+        mean_rates({"s0": a, "c": c})
+
+
+def test_compare_evals_pools_the_runs_from_sampled_files_alone(tmp_path):
+    write_sampled(tmp_path / "a", "sft", {c: 0.25 for c in LABELS}, LABELS)
+    write_sampled(tmp_path / "b", "ppo", {c: 0.75 for c in LABELS}, LABELS)
+    write_sampled(tmp_path / "c", "ppo", {c: 0.25 for c in LABELS}, LABELS)
+    for name in ("a", "b", "c"):
+        (tmp_path / name / "samples.jsonl").unlink()  # --sampled-only needs none
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_evals.py"
+    done = subprocess.run([sys.executable, str(script), "--sampled-only", "--pool", "--bootstrap", "50",
+                           "--baseline", f"sft={tmp_path / 'a' / 'sampled.jsonl'}:sft", f"s0={tmp_path / 'b'}:ppo",
+                           f"s1={tmp_path / 'c'}:ppo"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("mean of 2"))
+    assert "0.500 (+0.250, p=" in row
+    done = subprocess.run([sys.executable, str(script), "--pool", "--baseline", f"{tmp_path / 'a'}:sft",
+                           f"{tmp_path / 'b'}:ppo"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "--pool averages sampled rates" in done.stderr

@@ -305,6 +305,20 @@ def rates_from_sampled(path, model: str) -> dict[str, tuple[bool, bool | None, f
     return out
 
 
+def mean_rates(runs: dict[str, dict]) -> dict[str, tuple[bool, bool | None, float]]:
+    """The runs' per-question rates averaged (e.g. over PPO seeds): the method's expected rate on each question,
+    which a paired test against the baseline then judges without betting on one seed. Same questions required."""
+    if not runs:
+        raise HalluguardError("no runs to average")
+    names = list(runs)
+    first = runs[names[0]]
+    for name in names[1:]:
+        if set(runs[name]) != set(first):
+            raise HalluguardError(f"runs {names[0]!r} and {name!r} were sampled on other questions: they cannot be "
+                                  "averaged question by question")
+    return {c: (first[c][0], first[c][1], float(np.mean([runs[n][c][2] for n in names]))) for c in first}
+
+
 def compare_sampled_runs(baseline: dict, runs: dict[str, dict], settings: SampledSettings | None = None) -> dict:
     """Each run's sampled rates against the baseline's on the same questions: :func:`paired_change` per group.
 
