@@ -20,7 +20,9 @@ Outputs in ``<paths.runs>/<exp>/<ppo.algo>/``, written atomically:
   the reference's own answers)
 * ``checkpoints/step-N/`` - every checkpoint of the run (adapter, value head, optimiser, beta)
 * ``summary.md`` - what a person reads; ``manifest.json`` - with ``stopped_early``, ``stop_reason``,
-  ``chosen_step`` among its metrics
+  ``chosen_step`` and ``selection`` among its metrics
+* ``validation.png`` - with ``ppo.select.by=validation`` only: each checkpoint's score on the validation
+  questions the result was chosen on (:mod:`halluguard.ppo.checkpoint_selection`)
 
 While PPO trains, its checkpoints and logs live in ``<paths.runs>/<exp>/<ppo.algo>.work/``: outside the
 atomically written folder (whose temporary copy is thrown away on failure), so an interrupted run keeps
