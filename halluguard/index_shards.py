@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from halluguard.artifacts import atomic_write_bytes, atomic_write_json, write_jsonl
+from halluguard.artifacts import atomic_write_bytes, atomic_write_json, new_file_mode, write_jsonl
 from halluguard.errors import HalluguardError
 from halluguard.kb import Passage
 from halluguard.retrieval import (INDEX_FILE, INFO_FILE, PASSAGES_FILE, Encoder, IndexInfo, KnowledgeIndex,
@@ -266,6 +266,7 @@ def _save_atomically(kb_index: KnowledgeIndex, folder: Path) -> None:
     os.close(fd)
     try:
         faiss.write_index(kb_index.index, tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600, as a plain write would not leave it
         os.replace(tmp, folder / INDEX_FILE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

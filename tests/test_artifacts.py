@@ -80,3 +80,24 @@ def test_missing_output_and_missing_manifest_are_named(tmp_path):
         Manifest.load(stage).output_path("rows")
     with pytest.raises(HalluguardError, match="halluguard sft exp=e"):
         Manifest.load(tmp_path / "runs" / "e" / "sft")
+
+
+def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
+    """mkstemp makes 0600 files: results a user's group could read with a plain write must stay readable."""
+    import os
+
+    from halluguard.artifacts import atomic_write_text, write_jsonl
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "results.json", "{}")
+    write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}])
+    expected = os.stat(plain).st_mode & 0o777
+    for name in ("results.json", "rows.jsonl"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected
+    old = os.umask(0o077)
+    try:
+        atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o600  # a stricter umask is honoured
