@@ -87,18 +87,41 @@ def test_select_checkpoint_scores_only_the_steps_within_the_budget():
     rates = {0: [0.0, 0.0], 2: [1.0, 0.0], 4: [1.0, 1.0], 6: [1.0, 0.0]}  # step 6 is past the budget
     asked = []
 
-    def rates_of(step):
+    def answers_of(step):
         asked.append(step)
-        return np.array(rates[step])
+        return np.array(rates[step]), [["no idea"], [f"answer {step}"]]
 
-    sel = select_checkpoint([0, 2, 4, 6], 4, qs, rates_of, {2: 0.1, 4: 0.2}.get, {"n": 2})
+    sel = select_checkpoint([0, 2, 4, 6], 4, qs, answers_of, {2: 0.1, 4: 0.2}.get, {"n": 2})
     assert asked == [0, 2, 4] and sel.chosen_step == 2 and sel.budget_step == 4
     assert [s.balanced_accuracy for s in sel.scores] == [0.5, 1.0, 0.5] and sel.scores[1].kl == 0.1
+    # one question per label: every resample is the same two questions, so the interval is the gain itself
+    assert sel.scores[0].gain == 0.0 and sel.scores[0].gain_ci is None
+    assert sel.scores[1].gain == 0.5 and sel.scores[1].gain_ci == [0.5, 0.5]
     d = sel.to_dict()
     assert d["by"] == "validation" and d["chosen_step"] == 2 and d["scores"][2]["over_refusal"] == 1.0
+    assert "answers" not in d and sel.answers[4] == [["no idea"], ["answer 4"]] and sel.rates[2] == [1.0, 0.0]
     table = format_selection(sel)
-    assert "2   0.100      1.000        1.000         0.000  <- result" in table
+    assert "2   0.100      1.000     +0.500 [+0.500, +0.500]        1.000         0.000  <- result" in table
     assert "(last within budget)" in table.splitlines()[3]
+    assert table.splitlines()[-1] == "step 2's gain over step 0 on validation, +0.500 [+0.500, +0.500], excludes zero"
+
+
+def test_the_gain_interval_is_a_paired_bootstrap_within_each_label():
+    from halluguard.ppo.checkpoint_selection import gain_interval, noise_verdict
+
+    ook = np.array([True] * 4 + [False] * 4)
+    start = np.array([0.5] * 8)
+    same = gain_interval(start + np.array([0.25] * 4 + [0.25] * 4), start, ook)
+    assert same == pytest.approx([0.0, 0.0])  # refusing 0.25 more everywhere moves no boundary
+    mixed = gain_interval(start + np.array([0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]), start, ook, n_boot=2000)
+    assert mixed[0] < 0.125 < mixed[1] and mixed[0] >= 0.0  # gain (0.25 - 0) / 2; OOK changes resampled
+    qs = [q("a", "ook", "a"), q("b", "ik", "b", holds=True)]
+    flat = select_checkpoint([0, 2], 2, qs, lambda step: (np.array([0.5, 0.5]), [["x"], ["y"]]), {}.get, {"n": 2})
+    assert flat.chosen_step == 0 and "the result is step 0, the reference" in noise_verdict(flat)
+    noisy = select_checkpoint([0, 2], 2, [*qs, q("c", "ook", "c")],
+                              lambda step: (np.array([0.0, 0.0, 0.0] if step == 0 else [1.0, 0.0, 0.0]), [["x"]] * 3),
+                              {}.get, {"n": 3})
+    assert noisy.chosen_step == 2 and "includes zero: within what 3 questions can tell apart" in noise_verdict(noisy)
 
 
 def test_config_errors_name_the_key(tiny_policy, tmp_path):
@@ -148,8 +171,8 @@ def test_ppo_chooses_its_result_on_validation_and_eval_leaves_those_questions_ou
     def rates_with_a_known_best(cfg, source, questions, detector, device, desc):
         """The real greedy pass (it must run), then a planted refusal pattern: step 1 draws the boundary."""
         step = int(source.adapter.split("step-")[1].split("/")[0])
-        seen[step] = real(cfg, source, questions, detector, device, desc)
-        return np.array([float(x.should_abstain) if step == 1 else 0.0 for x in questions])
+        seen[step], answers = real(cfg, source, questions, detector, device, desc)
+        return np.array([float(x.should_abstain) if step == 1 else 0.0 for x in questions]), answers
 
     monkeypatch.setattr(checkpoint_selection, "policy_refusal_rates", rates_with_a_known_best)
     manifest = ppo.run(compose_cfg([*overrides, *PPO], "ppo"))
@@ -164,6 +187,11 @@ def test_ppo_chooses_its_result_on_validation_and_eval_leaves_those_questions_ou
         assert (folder / "adapter" / name).read_bytes() == \
             (folder / "checkpoints" / "step-1" / "adapter" / name).read_bytes()
     assert (folder / "validation.png").stat().st_size > 1000 and "validation_plot" in manifest.outputs
+    rows = [json.loads(line) for line in (folder / "validation.jsonl").read_text().splitlines()]
+    assert [r["case_id"] for r in rows] == sel["validation"]["case_ids"] and set(rows[0]["steps"]) == {"0", "1", "2", "3"}
+    assert all(len(r["steps"]["2"]["answers"]) == 1 and r["steps"]["1"]["refusal_rate"] == float(r["label"] == "ook")
+               for r in rows)
+    assert sel["verdict"].startswith("step 1's gain over step 0 on validation")
     summary = (folder / "summary.md").read_text()
     assert "The result is checkpoint step 1, chosen on validation questions" in summary
     assert "| 1 **result** |" in summary and "falls between the probe steps" in summary
@@ -204,4 +232,4 @@ def test_selection_round_trips_through_its_dict():
                     validation={"n": 4, "case_ids": ["a"]})
     d = sel.to_dict()
     assert d["scores"][0] == {"step": 0, "balanced_accuracy": 0.5, "ook_refusal": 0.5, "over_refusal": None,
-                              "ik_refusal": 0.5, "kl": None}
+                              "ik_refusal": 0.5, "kl": None, "gain": None, "gain_ci": None}

@@ -46,9 +46,13 @@ class CheckpointScore:
     over_refusal: float | None         # the same on IK questions whose context holds the answer
     ik_refusal: float                  # the same on every IK question
     kl: float | None = None            # the step's batch KL, from metrics.jsonl
+    gain: float | None = None          # balanced accuracy minus step 0's (the reference's)
+    gain_ci: list[float] | None = None  # its 95% paired bootstrap interval over the validation questions
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        def rounded(v):
+            return round(v, 4) if isinstance(v, float) else [rounded(x) for x in v] if isinstance(v, list) else v
+        return {k: rounded(v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -60,7 +64,12 @@ class Selection:
     scores: list[CheckpointScore]
     validation: dict                   # n, by_label, fraction, seed, samples, case_ids
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    answers: dict[int, list[list[str]]] = field(default_factory=dict)  # step -> each question's answers
+    rates: dict[int, list[float]] = field(default_factory=dict)        # step -> each question's refusal rate
+
+    @property
+    def chosen(self) -> CheckpointScore:
+        return next(s for s in self.scores if s.step == self.chosen_step)
 
     def to_dict(self) -> dict:
         return {"by": "validation", "metric": SELECT_METRIC, "chosen_step": self.chosen_step,
@@ -159,23 +168,47 @@ def candidate_steps(saved: Sequence[int], budget_step: int) -> list[int]:
     return steps
 
 
+def gain_interval(rates: np.ndarray, start: np.ndarray, ook: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                  alpha: float = 0.05) -> list[float]:
+    """95% interval of the balanced-accuracy gain over step 0 from a paired bootstrap over questions, resampled
+    within each label (the split fixes how many of each there are; Efron & Tibshirani 1993). The gain is
+    (change in OOK refusal - change in IK refusal) / 2, so each question enters by its own change."""
+    diff = np.asarray(rates, dtype=np.float64) - np.asarray(start, dtype=np.float64)
+    d_ook, d_ik = diff[ook], diff[~ook]
+    rng = np.random.default_rng(seed)
+    boot_ook = d_ook[rng.integers(0, len(d_ook), (n_boot, len(d_ook)))].mean(axis=1)
+    boot_ik = d_ik[rng.integers(0, len(d_ik), (n_boot, len(d_ik)))].mean(axis=1)
+    gains = (boot_ook - boot_ik) / 2
+    return [float(np.quantile(gains, alpha / 2)), float(np.quantile(gains, 1 - alpha / 2))]
+
+
 def select_checkpoint(saved: Sequence[int], budget_step: int, questions: Sequence,
-                      refusal_rates_of: Callable[[int], np.ndarray], kl_of: Callable[[int], float | None],
-                      validation: dict) -> Selection:
-    """Score every candidate checkpoint with ``refusal_rates_of(step)`` and choose one."""
+                      answers_of: Callable[[int], tuple[np.ndarray, list[list[str]]]],
+                      kl_of: Callable[[int], float | None], validation: dict, seed: int = 0) -> Selection:
+    """Score every candidate checkpoint from ``answers_of(step)`` (each question's refusal rate and answers),
+    with its gain over the first candidate (step 0) and that gain's bootstrap interval, and choose one."""
     import time
 
     started = time.perf_counter()
-    scores = [score_answers(step, questions, refusal_rates_of(step), kl_of(step))
-              for step in candidate_steps(saved, budget_step)]
-    chosen = choose_step(scores)
-    return Selection(chosen_step=chosen, budget_step=budget_step, scores=scores, validation=validation,
-                     seconds=time.perf_counter() - started)
+    ook = np.array([q.should_abstain for q in questions], dtype=bool)
+    scores, rates, answers = [], {}, {}
+    for step in candidate_steps(saved, budget_step):
+        step_rates, step_answers = answers_of(step)
+        rates[step], answers[step] = np.asarray(step_rates, dtype=np.float64), step_answers
+        score = score_answers(step, questions, rates[step], kl_of(step))
+        first = scores[0] if scores else score
+        score.gain = score.balanced_accuracy - first.balanced_accuracy
+        score.gain_ci = gain_interval(rates[step], rates[first.step], ook, seed=seed) if scores else None
+        scores.append(score)
+    return Selection(chosen_step=choose_step(scores), budget_step=budget_step, scores=scores, validation=validation,
+                     seconds=time.perf_counter() - started, answers=answers,
+                     rates={k: v.tolist() for k, v in rates.items()})
 
 
-def policy_refusal_rates(cfg, source, questions: Sequence, detector, device: str, desc: str) -> np.ndarray:
-    """Each validation question's refusal rate under one checkpoint: greedy (0 or 1), or the share of
-    ``ppo.select.samples`` answers sampled at ``ppo.temperature`` that the detector calls refusals."""
+def policy_refusal_rates(cfg, source, questions: Sequence, detector, device: str,
+                         desc: str) -> tuple[np.ndarray, list[list[str]]]:
+    """Each validation question's refusal rate under one checkpoint, and its answers: greedy (one answer, rate 0
+    or 1), or the share of ``ppo.select.samples`` answers sampled at ``ppo.temperature`` called refusals."""
     from halluguard.evaluation.runner import GenerationSettings, answer_with_policy
     from halluguard.evaluation.sampled_refusal import SampledSettings, refusal_rates, sampled_answers
 
@@ -184,11 +217,22 @@ def policy_refusal_rates(cfg, source, questions: Sequence, detector, device: str
         settings = SampledSettings(samples=int(s.samples), temperature=float(cfg.ppo.temperature),
                                    max_new_tokens=int(s.max_new_tokens), batch_size=int(cfg.eval.batch_size),
                                    seed=int(s.seed))
-        return refusal_rates(detector, sampled_answers(source, cfg, questions, settings, device, desc=desc))
+        answers = sampled_answers(source, cfg, questions, settings, device, desc=desc)
+        return refusal_rates(detector, answers), answers
     settings = GenerationSettings(batch_size=int(cfg.eval.batch_size), max_new_tokens=int(s.max_new_tokens),
                                   greedy=True, seed=int(s.seed))
     answers = answer_with_policy(source, cfg, questions, settings, device, desc=desc)
-    return np.asarray(detector.is_refusal(answers), dtype=np.float64)
+    return np.asarray(detector.is_refusal(answers), dtype=np.float64), [[a] for a in answers]
+
+
+def validation_rows(questions: Sequence, selection: Selection) -> list[dict]:
+    """``validation.jsonl``: each validation question with every checkpoint's refusal rate and answers, to read
+    what the choice was made on (and to re-derive it)."""
+    return [{"case_id": q.case_id, "label": q.label, "kind": q.kind, "question": q.question,
+             "evidence_holds_answer": q.evidence_holds_answer,
+             "steps": {str(step): {"refusal_rate": selection.rates[step][i], "answers": selection.answers[step][i]}
+                       for step in selection.rates}}
+            for i, q in enumerate(questions)]
 
 
 def validation_questions(cfg, build) -> tuple[list, dict]:
@@ -207,8 +251,9 @@ def validation_questions(cfg, build) -> tuple[list, dict]:
 
 
 def run_selection(cfg, build, checkpoints: Path, saved: Sequence[int], budget_step: int, start: str, detector,
-                  device: str, rows: Sequence[dict]) -> Selection:
-    """``ppo.select.by=validation`` end to end: split, score each candidate checkpoint's adapter on ``start``."""
+                  device: str, rows: Sequence[dict]) -> tuple[Selection, list[dict]]:
+    """``ppo.select.by=validation`` end to end: split, score each candidate checkpoint's adapter on ``start``;
+    returns the selection and the rows of ``validation.jsonl``."""
     from halluguard.evaluation.models import PolicySource
 
     questions, info = validation_questions(cfg, build)
@@ -217,22 +262,42 @@ def run_selection(cfg, build, checkpoints: Path, saved: Sequence[int], budget_st
     print(f"choosing PPO's result on {info['n']} validation questions ({info['by_label']}, {how}) among the "
           f"checkpoints up to step {budget_step}")
 
-    def rates(step: int) -> np.ndarray:
+    def answers(step: int) -> tuple[np.ndarray, list[list[str]]]:
         source = PolicySource(base=start, adapter=str(checkpoints / f"step-{step}" / "adapter"))
         return policy_refusal_rates(cfg, source, questions, detector, device, desc=f"validation step {step}")
 
-    selection = select_checkpoint(saved, budget_step, questions, rates, kl.get, info)
+    selection = select_checkpoint(saved, budget_step, questions, answers, kl.get, info, seed=int(cfg.ppo.select.seed))
     print(format_selection(selection))
-    return selection
+    return selection, validation_rows(questions, selection)
+
+
+def gain_text(score: CheckpointScore) -> str:
+    """``+0.051 [-0.012, +0.110]``, or ``-`` for the start itself."""
+    if score.gain_ci is None or score.gain is None:
+        return "-"
+    return f"{score.gain:+.3f} [{score.gain_ci[0]:+.3f}, {score.gain_ci[1]:+.3f}]"
 
 
 def format_selection(selection: Selection) -> str:
-    """The per-checkpoint table a person reads, the chosen row marked."""
-    lines = [f"{'step':>5}{'KL':>8}{'bal. acc.':>11}{'OOK refusal':>13}{'over-refusal':>14}"]
+    """The per-checkpoint table a person reads, the chosen row marked, and whether the choice beats noise."""
+    lines = [f"{'step':>5}{'KL':>8}{'bal. acc.':>11}{'vs step 0 [95% CI]':>28}{'OOK refusal':>13}{'over-refusal':>14}"]
     for s in selection.scores:
         kl = "n/a" if s.kl is None else f"{s.kl:.3f}"
         over = "n/a" if s.over_refusal is None else f"{s.over_refusal:.3f}"
         mark = "  <- result" if s.step == selection.chosen_step else (
             "  (last within budget)" if s.step == selection.budget_step else "")
-        lines.append(f"{s.step:>5}{kl:>8}{s.balanced_accuracy:>11.3f}{s.ook_refusal:>13.3f}{over:>14}{mark}")
+        lines.append(f"{s.step:>5}{kl:>8}{s.balanced_accuracy:>11.3f}{gain_text(s):>28}{s.ook_refusal:>13.3f}"
+                     f"{over:>14}{mark}")
+    lines.append(noise_verdict(selection))
     return "\n".join(lines)
+
+
+def noise_verdict(selection: Selection) -> str:
+    """One sentence: does the chosen checkpoint's gain over step 0 stand out of the validation split's noise?"""
+    chosen = selection.chosen
+    if chosen.gain_ci is None:
+        return "the result is step 0, the reference: no checkpoint scored higher on the validation questions"
+    if chosen.gain_ci[0] > 0:
+        return (f"step {chosen.step}'s gain over step 0 on validation, {gain_text(chosen)}, excludes zero")
+    return (f"step {chosen.step}'s gain over step 0 on validation, {gain_text(chosen)}, includes zero: within what "
+            f"{selection.validation.get('n', 'these')} questions can tell apart")

@@ -21,8 +21,9 @@ Outputs in ``<paths.runs>/<exp>/<ppo.algo>/``, written atomically:
 * ``checkpoints/step-N/`` - every checkpoint of the run (adapter, value head, optimiser, beta)
 * ``summary.md`` - what a person reads; ``manifest.json`` - with ``stopped_early``, ``stop_reason``,
   ``chosen_step`` and ``selection`` among its metrics
-* ``validation.png`` - with ``ppo.select.by=validation`` only: each checkpoint's score on the validation
-  questions the result was chosen on (:mod:`halluguard.ppo.checkpoint_selection`)
+* ``validation.png``, ``validation.jsonl`` - with ``ppo.select.by=validation`` only: each checkpoint's score
+  on the validation questions the result was chosen on, and each question's refusal rate and answers at
+  every checkpoint (:mod:`halluguard.ppo.checkpoint_selection`)
 
 While PPO trains, its checkpoints and logs live in ``<paths.runs>/<exp>/<ppo.algo>.work/``: outside the
 atomically written folder (whose temporary copy is thrown away on failure), so an interrupted run keeps
@@ -192,9 +193,10 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         manifest.path = final / "manifest.json"
         return manifest
 
-    chosen_by = None
+    chosen_by, validation_rows = None, []
     if p.select.by == "validation":
-        chosen_by = _choose_on_validation(cfg, build, result, source, detector, str(trainer.accelerator.device))
+        chosen_by, validation_rows = _choose_on_validation(cfg, build, result, source, detector,
+                                                           str(trainer.accelerator.device))
         result = dataclasses.replace(result, chosen_step=chosen_by.chosen_step,
                                      chosen_checkpoint=result.chosen_checkpoint.parent / f"step-{chosen_by.chosen_step}")
 
@@ -212,7 +214,12 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
         metrics["reward_balance"] = balance.to_dict() if balance else None
         metrics["prompts"] = selection.to_dict()
         metrics["continued_from_step"] = continued
-        metrics["selection"] = chosen_by.to_dict() if chosen_by else {"by": "kl_budget"}
+        if chosen_by:
+            from halluguard.ppo.checkpoint_selection import noise_verdict
+
+            metrics["selection"] = {**chosen_by.to_dict(), "verdict": noise_verdict(chosen_by)}
+        else:
+            metrics["selection"] = {"by": "kl_budget"}
         atomic_write_text(out / "summary.md", _ppo_summary(cfg, result, metrics))
         outputs = [("adapter", "adapter"), ("value_head", "value_head.pt"), ("metrics", "metrics.jsonl"),
                    ("curves", "curves.png"), ("probes", "probes.jsonl"), ("summary", "summary.md")]
@@ -220,7 +227,8 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
             from halluguard.ppo.plots import plot_selection
 
             plot_selection(chosen_by, out / "validation.png", title=f"PPO checkpoints on validation - experiment {cfg.exp}")
-            outputs.append(("validation_plot", "validation.png"))
+            write_jsonl(out / "validation.jsonl", validation_rows)
+            outputs += [("validation_plot", "validation.png"), ("validation_answers", "validation.jsonl")]
         for name, rel in outputs:
             manifest.add_output(name, out / rel, out)
         _link_tree(work / "checkpoints", out / "checkpoints")
@@ -445,12 +453,18 @@ def _choice_lines(selection: dict | None, p) -> list[str]:
               f"up to step {budget} (the last within the KL budget), step {chosen} has the highest balanced accuracy"
               + (": **the reference itself** - PPO did not improve the boundary on questions it never saw." if chosen == 0
                  else ".") + " `halluguard eval` leaves these questions out for every model."), "",
-             "| step | KL | bal. acc. | OOK refusal | over-refusal (ctx has answer) |", "|---:|---:|---:|---:|---:|"]
+             "| step | KL | bal. acc. | vs step 0 [95% CI] | OOK refusal | over-refusal (ctx has answer) |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for s in selection["scores"]:
         mark = " **result**" if s["step"] == chosen else ""
-        lines.append(f"| {s['step']}{mark} | {_fmt(s.get('kl'))} | {_fmt(s['balanced_accuracy'])} | "
+        ci = s.get("gain_ci")
+        gain = f"{s['gain']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
+        lines.append(f"| {s['step']}{mark} | {_fmt(s.get('kl'))} | {_fmt(s['balanced_accuracy'])} | {gain} | "
                      f"{_fmt(s['ook_refusal'])} | {_fmt(s.get('over_refusal'))} |")
-    return [*lines, "", "![validation](validation.png)", ""]
+    verdict = selection.get("verdict")
+    return [*lines, "", *([verdict[0].upper() + verdict[1:] + ".", ""] if verdict else []),
+            "Each question's rate and answers at every checkpoint: `validation.jsonl`.", "",
+            "![validation](validation.png)", ""]
 
 
 def _balance_lines(balance: dict | None) -> list[str]:
@@ -507,7 +521,7 @@ def _print_result(result, m: dict, final: Path) -> None:
     if _validated(m):
         sel = m["selection"]
         print(f"   chosen on {sel['validation']['n']} validation questions: step {sel['chosen_step']} "
-              f"(the last within the KL budget: step {sel['budget_step']}); eval leaves them out")
+              f"(the last within the KL budget: step {sel['budget_step']}); eval leaves them out; {sel['verdict']}")
     print(f"summary: {final / 'summary.md'}")
 
 
