@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` (``name`` without ``.py``) imported as a module, to test its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 TINY_PASSAGES = [
     {"id": "a1", "title": "Refunds", "section": "refunds",
      "text": "Refunds for unused prepaid credit are paid within 14 days to the original card."},

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoint_trajectory.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("checkpoint_trajectory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_steps_are_all_saved_checkpoints_or_a_list_of_saved_ones():
-    parse = load_script().parse_steps
+    parse = load_benchmark("checkpoint_trajectory").parse_steps
     assert parse("all", [0, 2, 4]) == [0, 2, 4]
     assert parse("4,0", [0, 2, 4]) == [4, 0]
     with pytest.raises(SystemExit, match=r"no checkpoint for step\(s\) \[3\]; saved: \[0, 2, 4\]"):

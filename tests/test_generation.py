@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 from omegaconf import OmegaConf
 
 from halluguard import generation, models
@@ -16,7 +15,6 @@ from halluguard.config import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ROOT = Path(__file__).resolve().parent.parent
 # Mixed lengths, all different, in no particular order: batches are sorted by length inside generate.
 PROMPTS = [
     "Refunds for unused prepaid credit are paid within 14 days to the original card. How long?",
@@ -213,15 +211,8 @@ def test_left_padding_is_required(tiny):
 
 # ---------------------------------------------------------------- benchmarks/run_all.py --collect-only
 
-def _run_all():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_collect_only_builds_the_table_from_json_files_without_running_anything(tmp_path, monkeypatch):
-    run_all = _run_all()
+    run_all = load_benchmark("run_all")
     monkeypatch.setattr(run_all, "run_scripts", lambda only: pytest.fail("--collect-only must run no benchmark"))
     out = tmp_path / "out"
     out.mkdir()
@@ -287,7 +278,7 @@ def test_collect_only_builds_the_table_from_json_files_without_running_anything(
 
 
 def test_collect_only_keeps_going_when_a_known_file_has_another_layout(tmp_path):
-    run_all = _run_all()
+    run_all = load_benchmark("run_all")
     out = tmp_path / "out"
     out.mkdir()
     (out / "reward.json").write_text(json.dumps({"wall_seconds": 600.5, "rm_accuracy_by_kind": [0.9]}))

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import load_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_prompt_refusals.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_prompt_refusals", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_prompts_are_grouped_by_label_and_by_whether_sft_saw_them():
@@ -22,7 +16,7 @@ def test_prompts_are_grouped_by_label_and_by_whether_sft_saw_them():
 
     rows = [EvalQuestion(case_id=case, question_id=case, question="?", label=label, kind="", messages=[])
             for case, label in (("a", "ik"), ("b", "ook"), ("c", "ook"), ("d", "ik"))]
-    groups = load_script().groups_of(rows, seen_cases={"a", "b"})
+    groups = load_benchmark("train_prompt_refusals").groups_of(rows, seen_cases={"a", "b"})
     assert groups == {("ik", True): [0], ("ook", True): [1], ("ook", False): [2], ("ik", False): [3]}
 
 

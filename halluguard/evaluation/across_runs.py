@@ -36,34 +36,44 @@ def samples_file(path: Path, name: str = "samples.jsonl", how: str = "") -> Path
                           "experiment folder)")
 
 
-def outcomes_from_samples(path: Path, model: str) -> list[Outcome]:
-    """``model``'s outcome on each question of an eval's ``samples.jsonl`` (as the eval computed them)."""
-    path = samples_file(path)
-    outcomes, models_seen = [], set()
+def model_rows(path: Path, model: str, row_kind: str, entries: str, keys: Sequence[str] = ("label",)):
+    """``(line number, row, model's entry)`` for each row of an eval's JSON Lines file (``samples.jsonl``,
+    ``sampled.jsonl``) that holds ``model``. A line that is not such a row (``models`` and ``keys`` present) is an
+    error naming ``path:line`` and ``row_kind``; a file without ``model`` is one naming the models it has."""
+    seen, found = set(), False
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                answers = row["models"]
-                label = row["label"]
+                models = row["models"]
+                for key in keys:
+                    row[key]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise HalluguardError(f"{path}:{number}: not an eval sample row ({err})") from err
-            models_seen.update(answers)
-            if model not in answers:
-                continue
-            entry = answers[model]
-            if label not in ("ik", "ook") or not isinstance(entry.get("refused"), bool):
-                raise HalluguardError(f"{path}:{number}: label must be ik/ook and models.{model}.refused true/false")
-            ook = label == "ook"
-            outcomes.append(Outcome(
-                question_id=str(row.get("case_id") or row["question_id"]), should_abstain=ook,
-                refused=entry["refused"], refusal_score=entry.get("refusal_score"), correct=entry.get("correct"),
-                em=entry.get("em"), f1=entry.get("f1"), kind=row.get("kind") or None,
-                context_holds_answer=None if ook else row.get("evidence_holds_answer")))
-    if not outcomes:
-        raise HalluguardError(f"{path}: no answers of model {model!r} (models there: {sorted(models_seen) or 'none'})")
+                raise HalluguardError(f"{path}:{number}: not {row_kind} row ({err})") from err
+            seen.update(models)
+            if model in models:
+                found = True
+                yield number, row, models[model]
+    if not found:
+        raise HalluguardError(f"{path}: no {entries} of model {model!r} (models there: {sorted(seen) or 'none'})")
+
+
+def outcomes_from_samples(path: Path, model: str) -> list[Outcome]:
+    """``model``'s outcome on each question of an eval's ``samples.jsonl`` (as the eval computed them)."""
+    path = samples_file(path)
+    outcomes = []
+    for number, row, entry in model_rows(path, model, "an eval sample", "answers"):
+        label = row["label"]
+        if label not in ("ik", "ook") or not isinstance(entry.get("refused"), bool):
+            raise HalluguardError(f"{path}:{number}: label must be ik/ook and models.{model}.refused true/false")
+        ook = label == "ook"
+        outcomes.append(Outcome(
+            question_id=str(row.get("case_id") or row["question_id"]), should_abstain=ook,
+            refused=entry["refused"], refusal_score=entry.get("refusal_score"), correct=entry.get("correct"),
+            em=entry.get("em"), f1=entry.get("f1"), kind=row.get("kind") or None,
+            context_holds_answer=None if ook else row.get("evidence_holds_answer")))
     return outcomes
 
 

@@ -26,7 +26,6 @@ Per comparison (the same before -> after pairs as the greedy comparisons), each 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -281,27 +280,16 @@ def sampled_file(path) -> Path:
 
 def rates_from_sampled(path, model: str) -> dict[str, tuple[bool, bool | None, float]]:
     """case_id -> (should abstain, context holds the answer, refusal rate) of ``model`` in an eval's sampled.jsonl."""
+    from halluguard.evaluation.across_runs import model_rows
+
     path = sampled_file(path)
-    out, seen = {}, set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                models, label, case = row["models"], row["label"], str(row["case_id"])
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise HalluguardError(f"{path}:{number}: not a sampled.jsonl row ({err})") from err
-            seen.update(models)
-            if model not in models:
-                continue
-            rate = models[model].get("refusal_rate") if isinstance(models[model], dict) else None
-            if label not in ("ik", "ook") or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-                raise HalluguardError(f"{path}:{number}: label must be ik/ook and models.{model}.refusal_rate a "
-                                     f"number in [0, 1]")
-            out[case] = (label == "ook", row.get("evidence_holds_answer"), float(rate))
-    if not out:
-        raise HalluguardError(f"{path}: no sampled rates of model {model!r} (models there: {sorted(seen) or 'none'})")
+    out = {}
+    for number, row, entry in model_rows(path, model, "a sampled.jsonl", "sampled rates", keys=("label", "case_id")):
+        rate = entry.get("refusal_rate") if isinstance(entry, dict) else None
+        if row["label"] not in ("ik", "ook") or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise HalluguardError(f"{path}:{number}: label must be ik/ook and models.{model}.refusal_rate a "
+                                  f"number in [0, 1]")
+        out[str(row["case_id"])] = (row["label"] == "ook", row.get("evidence_holds_answer"), float(rate))
     return out
 
 

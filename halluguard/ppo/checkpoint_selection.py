@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +188,6 @@ def select_checkpoint(saved: Sequence[int], budget_step: int, questions: Sequenc
                       kl_of: Callable[[int], float | None], validation: dict, seed: int = 0) -> Selection:
     """Score every candidate checkpoint from ``answers_of(step)`` (each question's refusal rate and answers),
     with its gain over the first candidate (step 0) and that gain's bootstrap interval, and choose one."""
-    import time
-
     started = time.perf_counter()
     ook = np.array([q.should_abstain for q in questions], dtype=bool)
     scores, rates, answers = [], {}, {}
@@ -250,13 +249,13 @@ def validation_questions(cfg, build) -> tuple[list, dict]:
     return questions, info
 
 
-def run_selection(cfg, build, checkpoints: Path, saved: Sequence[int], budget_step: int, start: str, detector,
-                  device: str, rows: Sequence[dict]) -> tuple[Selection, list[dict]]:
-    """``ppo.select.by=validation`` end to end: split, score each candidate checkpoint's adapter on ``start``;
-    returns the selection and the rows of ``validation.jsonl``."""
+def run_selection(cfg, validation: tuple[list, dict], checkpoints: Path, saved: Sequence[int], budget_step: int,
+                  start: str, detector, device: str, rows: Sequence[dict]) -> tuple[Selection, list[dict]]:
+    """``ppo.select.by=validation`` after training: score each candidate checkpoint's adapter on ``start`` on the
+    split :func:`validation_questions` made; returns the selection and the rows of ``validation.jsonl``."""
     from halluguard.evaluation.models import PolicySource
 
-    questions, info = validation_questions(cfg, build)
+    questions, info = validation
     kl = {r["step"]: r.get("kl") for r in rows}
     how = f"{cfg.ppo.select.samples} samples each" if int(cfg.ppo.select.samples) else "greedy"
     print(f"choosing PPO's result on {info['n']} validation questions ({info['by_label']}, {how}) among the "

@@ -66,6 +66,14 @@ def plot_curves(rows: Sequence[dict], png: Path, budget: float | None = None,
     for ax in (ax_r, ax_k, ax_f):
         if chosen_step is not None:
             ax.axvline(chosen_step, color="green", alpha=0.4, label=f"result: step {chosen_step}")
+    return _save(fig, (ax_r, ax_k, ax_f), png, title)
+
+
+def _save(fig, axes, png: Path, title: str) -> Path:
+    """Grid and legend on each panel, the title, the PNG written, the figure closed."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)
@@ -103,12 +111,4 @@ def plot_selection(selection, png: Path, title: str = "PPO checkpoints on valida
     n, k = selection.validation.get("n"), selection.validation.get("samples")
     ax.set_title(f"{n or ''} validation questions, " + (f"{k} sampled answers each" if k else "greedy answers"),
                  fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(fig, (ax,), png, title)

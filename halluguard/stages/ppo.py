@@ -147,10 +147,11 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     manifest = Manifest(stage="ppo", exp=cfg.exp, config=to_plain(cfg))
     _, rows, meta, build = _prompt_rows(cfg, manifest)
     rows, meta, selection = _select_prompts(cfg, rows, meta, manifest)
+    validation = None
     if p.select.by == "validation":  # the split must exist before hours of training depend on it
         from halluguard.ppo.checkpoint_selection import validation_questions
 
-        validation_questions(cfg, build)
+        validation = validation_questions(cfg, build)
     print(selection.describe())
     source = start_source(cfg)
     _start_input(cfg, manifest)
@@ -195,7 +196,7 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
 
     chosen_by, validation_rows = None, []
     if p.select.by == "validation":
-        chosen_by, validation_rows = _choose_on_validation(cfg, build, result, source, detector,
+        chosen_by, validation_rows = _choose_on_validation(cfg, validation, result, source, detector,
                                                            str(trainer.accelerator.device))
         result = dataclasses.replace(result, chosen_step=chosen_by.chosen_step,
                                      chosen_checkpoint=result.chosen_checkpoint.parent / f"step-{chosen_by.chosen_step}")
@@ -245,14 +246,14 @@ def _run_ppo(cfg: DictConfig) -> Manifest:
     return manifest
 
 
-def _choose_on_validation(cfg: DictConfig, build: Manifest, result, start: str, detector, device: str):
+def _choose_on_validation(cfg: DictConfig, validation: tuple[list, dict], result, start: str, detector, device: str):
     """``ppo.select.by=validation``: the best saved checkpoint within the budget on the validation split."""
     from halluguard.ppo.checkpoint import list_checkpoints
     from halluguard.ppo.checkpoint_selection import run_selection
 
     checkpoints = result.chosen_checkpoint.parent
     saved = [n for n, _ in list_checkpoints(checkpoints)]
-    return run_selection(cfg, build, checkpoints, saved, result.chosen_step, start, detector, device, result.rows)
+    return run_selection(cfg, validation, checkpoints, saved, result.chosen_step, start, detector, device, result.rows)
 
 
 def _continue_finished(cfg: DictConfig, final: Path, work: Path) -> int | None:
