@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from halluguard.errors import ConfigError, HalluguardError, did_you_mean
+from halluguard.ppo.checkpoint_selection import SELECT_RULES
 from halluguard.ppo.prompt_selection import PROMPT_CHOICES
 
 EMBEDDED_POLICY = "embedded:SmolLM2-135M-Instruct"
@@ -394,6 +395,9 @@ class CheckpointSelectConfig:
     """Share of the held-out questions set aside for the choice (stratified by label, whole question groups)."""
     seed: int = 0
     """Which questions the validation split takes."""
+    rule: str = "best"
+    """``best``: the highest balanced accuracy. ``significant``: the highest among the checkpoints whose gain over
+    step 0 has a 95% paired bootstrap interval above zero; when none has, step 0 - the reference is the result."""
     samples: int = 0
     """0: one greedy answer per question (as the evaluation decodes); k > 0: k answers sampled at
     ``ppo.temperature`` per question, each question's refusal rate the share refused (a smoother score)."""
@@ -818,7 +822,8 @@ def _check_ppo(p: DictConfig) -> None:
     _require_choices({"ppo.algo": (p.algo, PPO_ALGOS), "ppo.start": (p.start, PPO_STARTS),
                       "ppo.prompts": (p.prompts, PPO_PROMPTS),
                       "ppo.kl.penalty": (p.kl.penalty, KL_PENALTIES), "ppo.report_to": (p.report_to, REPORT_TO),
-                      "ppo.select.by": (p.select.by, SELECT_BY)})
+                      "ppo.select.by": (p.select.by, SELECT_BY),
+                      "ppo.select.rule": (p.select.rule, SELECT_RULES)})
     for key in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
                 "save_every", "probe_every", "learning_rate", "max_grad_norm", "temperature", "cliprange",
                 "cliprange_value"):

@@ -82,6 +82,37 @@ def test_the_choice_is_the_best_balanced_accuracy_and_the_earliest_on_a_tie():
         candidate_steps([2], budget_step=0)
 
 
+def test_the_significant_rule_keeps_step_0_unless_a_gain_interval_lies_above_zero():
+    def score(step, bal, ci):
+        return CheckpointScore(step=step, balanced_accuracy=bal, ook_refusal=0.5, over_refusal=0.1, ik_refusal=0.1,
+                               gain=None if ci is None else bal - 0.6, gain_ci=ci)
+
+    noisy = [score(0, 0.6, None), score(2, 0.7, [-0.02, 0.22]), score(4, 0.65, [-0.1, 0.2])]
+    assert choose_step(noisy) == 2 and choose_step(noisy, "significant") == 0
+    # the best score's interval includes zero, a lower one's does not: the lower one is the result
+    mixed = [score(0, 0.6, None), score(2, 0.72, [-0.01, 0.25]), score(4, 0.68, [0.01, 0.15]),
+             score(6, 0.68, [0.02, 0.14])]
+    assert choose_step(mixed, "significant") == 4  # the tie between 4 and 6 goes to the earlier
+    with pytest.raises(HalluguardError, match="ppo.select.rule must be one of best, significant"):
+        choose_step(mixed, "safest")
+
+
+def test_the_significant_rule_says_why_the_reference_stayed():
+    from halluguard.ppo.checkpoint_selection import noise_verdict
+
+    # 3 OOK questions, 1 IK: step 2 refuses one more OOK question (gain +1/6), an interval that reaches zero
+    qs = [q("a", "ook", "a"), q("b", "ook", "b"), q("c", "ook", "c"), q("d", "ik", "d", holds=True)]
+    rates = {0: [0.0, 0.0, 0.0, 0.0], 2: [1.0, 0.0, 0.0, 0.0]}
+    sel = select_checkpoint([0, 2], 2, qs, lambda step: (np.array(rates[step]), [["x"]] * 4), {}.get, {"n": 4},
+                            rule="significant")
+    assert sel.scores[1].gain == pytest.approx(1 / 6) and sel.scores[1].gain_ci[0] == 0.0
+    assert sel.chosen_step == 0 and sel.to_dict()["rule"] == "significant"
+    assert noise_verdict(sel).startswith("the result is step 0, the reference: the best checkpoint on validation, "
+                                         "step 2 (+0.167 [+0.000, +0.500]), does not stand out")
+    assert select_checkpoint([0, 2], 2, qs, lambda step: (np.array(rates[step]), [["x"]] * 4), {}.get,
+                             {"n": 4}).chosen_step == 2  # rule=best takes it
+
+
 def test_select_checkpoint_scores_only_the_steps_within_the_budget():
     qs = [q("a", "ook", "a"), q("b", "ik", "b", holds=True)]
     rates = {0: [0.0, 0.0], 2: [1.0, 0.0], 4: [1.0, 1.0], 6: [1.0, 0.0]}  # step 6 is past the budget
@@ -134,6 +165,8 @@ def test_config_errors_name_the_key(tiny_policy, tmp_path):
         compose_cfg([*base, "ppo.select.validation_fraction=0"], "ppo")
     with pytest.raises(ConfigError, match="ppo.select.samples"):
         compose_cfg([*base, "ppo.select.samples=-1"], "ppo")
+    with pytest.raises(ConfigError, match="ppo.select.rule"):
+        compose_cfg([*base, "ppo.select.rule=safest"], "ppo")
 
 
 # ---------------------------------------------------------------- the stage, on the tiny KB
@@ -231,5 +264,23 @@ def test_selection_round_trips_through_its_dict():
     sel = Selection(chosen_step=0, budget_step=2, scores=[CheckpointScore(0, 0.5, 0.5, None, 0.5)],
                     validation={"n": 4, "case_ids": ["a"]})
     d = sel.to_dict()
-    assert d["scores"][0] == {"step": 0, "balanced_accuracy": 0.5, "ook_refusal": 0.5, "over_refusal": None,
+    assert d["rule"] == "best" and d["scores"][0] == {"step": 0, "balanced_accuracy": 0.5, "ook_refusal": 0.5, "over_refusal": None,
                               "ik_refusal": 0.5, "kl": None, "gain": None, "gain_ci": None}
+
+
+def test_the_summary_says_when_the_significant_rule_kept_the_reference():
+    from halluguard.ppo.checkpoint_selection import noise_verdict
+    from halluguard.stages.ppo import _choice_lines
+
+    qs = [q("a", "ook", "a"), q("b", "ook", "b"), q("c", "ook", "c"), q("d", "ik", "d", holds=True)]
+    rates = {0: [0.0, 0.0, 0.0, 0.0], 2: [1.0, 0.0, 0.0, 0.0]}
+    info = {"n": 4, "by_label": {"ook": 3, "ik": 1}, "fraction": 0.3, "seed": 0, "samples": 0, "case_ids": list("abcd")}
+    sel = select_checkpoint([0, 2], 2, qs, lambda step: (np.array(rates[step]), [["x"]] * 4), {}.get, info,
+                            rule="significant")
+    text = "\n".join(_choice_lines({**sel.to_dict(), "verdict": noise_verdict(sel)}, None))
+    assert ("none has a gain over step 0 whose 95% interval lies above zero (`ppo.select.rule=significant`), so the "
+            "result is **the reference itself**. `halluguard eval` leaves") in text
+    assert "| 0 **result** |" in text and "The result is step 0, the reference: the best checkpoint" in text
+    best = select_checkpoint([0, 2], 2, qs, lambda step: (np.array(rates[step]), [["x"]] * 4), {}.get, info)
+    text = "\n".join(_choice_lines({**best.to_dict(), "verdict": noise_verdict(best)}, None))
+    assert "step 2 has the highest balanced accuracy. `halluguard eval` leaves" in text

@@ -14,6 +14,10 @@ With ``ppo.select.by=validation``:
 3. the highest balanced accuracy (the mean of the OOK refusal rate and the IK answer rate) wins; ties go to
    the earliest step, the one nearest the reference (:func:`choose_step`). Step 0 winning means PPO did not
    improve the boundary on questions it never saw, and the result is then the reference's policy.
+   With ``ppo.select.rule=significant`` only checkpoints whose gain over step 0 has a 95% paired bootstrap
+   interval above zero may win: a gain the split cannot tell from noise keeps the reference. On the fifth GPU
+   run's 68 validation questions the checkpoints differed by about the split's noise, and the best-scoring one
+   did no better on the test questions than the budget's choice: ``best`` alone chases that noise.
 
 The evaluation leaves the validation questions out for every model (:func:`validation_case_ids`), so the
 before -> after it reports is on questions the choice never saw.
@@ -64,6 +68,7 @@ class Selection:
     budget_step: int                   # the last checkpoint within the KL budget (the choice without validation)
     scores: list[CheckpointScore]
     validation: dict                   # n, by_label, fraction, seed, samples, case_ids
+    rule: str = "best"                 # ppo.select.rule: how the chosen step was picked from the scores
     seconds: float = 0.0
     answers: dict[int, list[list[str]]] = field(default_factory=dict)  # step -> each question's answers
     rates: dict[int, list[float]] = field(default_factory=dict)        # step -> each question's refusal rate
@@ -73,7 +78,7 @@ class Selection:
         return next(s for s in self.scores if s.step == self.chosen_step)
 
     def to_dict(self) -> dict:
-        return {"by": "validation", "metric": SELECT_METRIC, "chosen_step": self.chosen_step,
+        return {"by": "validation", "metric": SELECT_METRIC, "rule": self.rule, "chosen_step": self.chosen_step,
                 "budget_step": self.budget_step, "seconds": round(self.seconds, 2),
                 "scores": [s.to_dict() for s in self.scores], "validation": self.validation}
 
@@ -153,10 +158,20 @@ def score_answers(step: int, questions: Sequence, refusal_rates: np.ndarray, kl:
                            over_refusal=over, ik_refusal=ik_refusal, kl=kl)
 
 
-def choose_step(scores: Sequence[CheckpointScore]) -> int:
-    """The highest balanced accuracy; on a tie the earliest step (the least KL spent for it)."""
+SELECT_RULES = ("best", "significant")
+
+
+def choose_step(scores: Sequence[CheckpointScore], rule: str = "best") -> int:
+    """The highest balanced accuracy; on a tie the earliest step (the least KL spent for it).
+
+    ``rule="significant"``: only the first score (step 0, the start) and the checkpoints whose gain interval lies
+    above zero compete, so a gain within the split's noise keeps the start."""
+    if rule not in SELECT_RULES:
+        raise HalluguardError(f"ppo.select.rule must be one of {', '.join(SELECT_RULES)}, got {rule!r}")
     if not scores:
         raise HalluguardError("no checkpoint was scored on the validation questions")
+    if rule == "significant":
+        scores = [scores[0], *(s for s in scores[1:] if s.gain_ci is not None and s.gain_ci[0] > 0)]
     best = max(s.balanced_accuracy for s in scores)
     return min(s.step for s in scores if s.balanced_accuracy >= best - 1e-12)
 
@@ -185,9 +200,11 @@ def gain_interval(rates: np.ndarray, start: np.ndarray, ook: np.ndarray, n_boot:
 
 def select_checkpoint(saved: Sequence[int], budget_step: int, questions: Sequence,
                       answers_of: Callable[[int], tuple[np.ndarray, list[list[str]]]],
-                      kl_of: Callable[[int], float | None], validation: dict, seed: int = 0) -> Selection:
+                      kl_of: Callable[[int], float | None], validation: dict, seed: int = 0,
+                      rule: str = "best") -> Selection:
     """Score every candidate checkpoint from ``answers_of(step)`` (each question's refusal rate and answers),
-    with its gain over the first candidate (step 0) and that gain's bootstrap interval, and choose one."""
+    with its gain over the first candidate (step 0) and that gain's bootstrap interval, and choose one by
+    ``rule`` (:func:`choose_step`)."""
     started = time.perf_counter()
     ook = np.array([q.should_abstain for q in questions], dtype=bool)
     scores, rates, answers = [], {}, {}
@@ -199,8 +216,8 @@ def select_checkpoint(saved: Sequence[int], budget_step: int, questions: Sequenc
         score.gain = score.balanced_accuracy - first.balanced_accuracy
         score.gain_ci = gain_interval(rates[step], rates[first.step], ook, seed=seed) if scores else None
         scores.append(score)
-    return Selection(chosen_step=choose_step(scores), budget_step=budget_step, scores=scores, validation=validation,
-                     seconds=time.perf_counter() - started, answers=answers,
+    return Selection(chosen_step=choose_step(scores, rule), budget_step=budget_step, scores=scores,
+                     validation=validation, rule=rule, seconds=time.perf_counter() - started, answers=answers,
                      rates={k: v.tolist() for k, v in rates.items()})
 
 
@@ -265,7 +282,8 @@ def run_selection(cfg, validation: tuple[list, dict], checkpoints: Path, saved: 
         source = PolicySource(base=start, adapter=str(checkpoints / f"step-{step}" / "adapter"))
         return policy_refusal_rates(cfg, source, questions, detector, device, desc=f"validation step {step}")
 
-    selection = select_checkpoint(saved, budget_step, questions, answers, kl.get, info, seed=int(cfg.ppo.select.seed))
+    selection = select_checkpoint(saved, budget_step, questions, answers, kl.get, info, seed=int(cfg.ppo.select.seed),
+                                  rule=str(cfg.ppo.select.rule))
     print(format_selection(selection))
     return selection, validation_rows(questions, selection)
 
@@ -294,6 +312,11 @@ def format_selection(selection: Selection) -> str:
 def noise_verdict(selection: Selection) -> str:
     """One sentence: does the chosen checkpoint's gain over step 0 stand out of the validation split's noise?"""
     chosen = selection.chosen
+    if chosen.gain_ci is None and selection.rule == "significant":
+        best = max(selection.scores, key=lambda s: s.balanced_accuracy)
+        if best.step != chosen.step:
+            return (f"the result is step 0, the reference: the best checkpoint on validation, step {best.step} "
+                    f"({gain_text(best)}), does not stand out of the split's noise (ppo.select.rule=significant)")
     if chosen.gain_ci is None:
         return "the result is step 0, the reference: no checkpoint scored higher on the validation questions"
     if chosen.gain_ci[0] > 0:

@@ -449,11 +449,19 @@ def _choice_lines(selection: dict | None, p) -> list[str]:
     v = selection["validation"]
     how = f"{v['samples']} sampled answers per question" if v.get("samples") else "greedy answers"
     chosen, budget = selection["chosen_step"], selection["budget_step"]
+    if selection.get("rule") == "significant":
+        which = (f"step {chosen} has the highest balanced accuracy of those whose gain over step 0 has a 95% interval "
+                 "above zero (`ppo.select.rule=significant`)" if chosen else
+                 "none has a gain over step 0 whose 95% interval lies above zero (`ppo.select.rule=significant`), so "
+                 "the result is **the reference itself**.")
+    else:
+        which = (f"step {chosen} has the highest balanced accuracy"
+                 + (": **the reference itself** - PPO did not improve the boundary on questions it never saw."
+                    if chosen == 0 else ""))
     lines = [(f"**Result chosen on {v['n']} validation questions** (`ppo.select.by=validation`: "
               f"{v['fraction']:g} of the held-out set, seed {v['seed']}, {v['by_label']}; {how}). Of the checkpoints "
-              f"up to step {budget} (the last within the KL budget), step {chosen} has the highest balanced accuracy"
-              + (": **the reference itself** - PPO did not improve the boundary on questions it never saw." if chosen == 0
-                 else ".") + " `halluguard eval` leaves these questions out for every model."), "",
+              f"up to step {budget} (the last within the KL budget), {which}".rstrip(".") + "."
+              + " `halluguard eval` leaves these questions out for every model."), "",
              "| step | KL | bal. acc. | vs step 0 [95% CI] | OOK refusal | over-refusal (ctx has answer) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for s in selection["scores"]:
