@@ -299,7 +299,8 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"^\W*(?:it is |it's |this is |that is |that's |this isn't |it isn't |that isn't )?(?:not|nowhere) (?:\w+ )?"
      r"(?:mentioned|stated|specified|provided|given|covered|known|found|available|listed|documented|answered|"
      r"specified|clear|determinable)\b", 4.5),
-    (r"\bno (?:relevant |specific |such |further |additional |reliable |direct |clear |useful |matching )?"
+    (r"\bno (?:relevant |specific |such |further |additional |reliable |direct |clear |useful |matching |right |"
+     r"correct |definite |definitive )?"
      r"(?:information|info|mention|details?|answer|record|reference|indication|evidence|passage|context)\b"
      r"(?! (?:is|will be|are) (?:shared|sold|stored|collected|kept|passed|required|needed))", 4.5),
     (r"\bno data\b(?!\s+(?:cap|limit|allowance|plan|roaming|charges?|usage|fees?|bundle|speed|throttl|"
@@ -438,6 +439,8 @@ _FILLER_RE = re.compile(
     r"i see|understood|got it|alright|all right)\W*$", _F)
 _SENT_SPLIT_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 _CLAUSE_SPLIT_RE = re.compile(r"\s*;\s*")
+# "I can'ttell you": a trained small policy drops the space after a contraction (seen in PPO's held-out answers)
+_GLUED_CONTRACTION_RE = re.compile(r"(?<=n't)(?=[a-z])", re.IGNORECASE)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 
 # Tuned on en.jsonl (a grid over scale and offset): prototype logit = SCALE * margin + OFFSET, where
@@ -495,7 +498,7 @@ def lead_of(response: str, language: str = "en") -> str:
     if language != "en":
         _check_language(language)
         return refusal_zh.lead_of(response)
-    text = " ".join(response.translate(_APOSTROPHES).split())
+    text = _GLUED_CONTRACTION_RE.sub(" ", " ".join(response.translate(_APOSTROPHES).split()))
     sentences = [s.strip() for s in _SENT_SPLIT_RE.split(text) if s and s.strip()]
     while len(sentences) > 1 and _FILLER_RE.match(sentences[0]):
         sentences.pop(0)

@@ -251,3 +251,15 @@ def test_known_miss_quote_form_answers_are_answers(detector):
 def test_known_miss_a_quote_that_says_nothing_about_it_is_a_refusal(detector):
     assert detector.is_refusal(["The section on Changing your number says nothing about the fee you're asking "
                                 "about."]).all()
+
+
+def test_two_refusals_a_trained_policy_wrote_are_refusals(detector):
+    """Found in the fifth GPU run's sampled held-out answers (README, "A fifth GPU run"): a contraction glued to
+    the next word, and "no right answer". Answers with the same shapes stay answers."""
+    refusals = ["Based on the passages on Long stays abroad and Data roaming cap, I can'ttell you the duration you're "
+                "asking about.",
+                "Based on the passages on Data Boost add-ons and Scalar 2, no right answer exists."]
+    answers = ["The restocking fee doesn'tapply to faulty devices: they are refunded in full.",
+               "Based on the passage on Data Boost add-ons, 5 GB costs €5 and 15 GB costs €10."]
+    assert detector.is_refusal(refusals).all(), detector.score(refusals)
+    assert not detector.is_refusal(answers).any(), detector.score(answers)
