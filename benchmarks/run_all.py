@@ -204,9 +204,22 @@ def read_generation(data: dict) -> list[dict]:
     return out
 
 
+def read_sampling(data: dict) -> list[dict]:
+    """bench_sampling.py: k sampled answers per prompt, halluguard's loop against model.generate."""
+    setting = (f"{data['prompts']} prompts of {data['mean_prompt_tokens']:.0f} tokens x {data['copies']} answers, "
+               f"{data['max_new_tokens']} new tokens, T {data['temperature']:g}, batch {data['batch_rows']} rows")
+    out = []
+    for name, path in data.get("paths", {}).items():
+        project = name == "halluguard"
+        out.append(figure(f"sampled answers, {name}, {setting}", path["answers_per_s"], "answers/s",
+                          data.get("speedup") if project else None, "model.generate time ÷ halluguard time"))
+        out.append(figure(f"sampled answers' mean length, {name}, {setting}", path["mean_answer_tokens"], "tokens"))
+    return out
+
+
 READERS: dict[str, Callable[[Any], list[dict]]] = {
     "build": read_build, "eval": read_eval, "ppo": read_ppo, "reward": read_reward, "faiss": read_faiss,
-    "generation": read_generation, "num_proc_build": read_num_proc,
+    "generation": read_generation, "num_proc_build": read_num_proc, "sampling": read_sampling,
 }
 
 

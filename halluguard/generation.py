@@ -24,8 +24,14 @@ last position only, argmax in float32). What it changes, each measured in ``benc
   for 4 or more), so with ``matmul="aten"`` every row stays to the end, as in ``generate``;
 * ``generate``'s per-step machinery (logits processors, stopping criteria, growing id tensors) is gone.
 
-Sampling (``temperature > 0``) still calls ``model.generate`` (``do_sample``, ``temperature``, ``top_p``, seeded
-by ``seed``) with the model's own products, so its draws are exactly what they were.
+Sampling (``temperature > 0``) runs the same loop with oneDNN products, drawing each token from the distribution
+``model.generate`` samples from by default: softmax of the logits after transformers' own warpers for temperature,
+top-k 50 (``generate``'s default, which every sampled figure so far was drawn with) and top-p. ``copies=k`` asks
+for k answers per prompt: each prompt's tokens pass through the model once and its KV cache is repeated for the k
+copies (``generate`` on k copies of a prompt computes the prompt k times; a prompt of the demo is ~5x longer than
+the answers sampled from it). The draws follow the distribution, not ``generate``'s random stream: with
+``matmul="aten"`` sampling still calls ``model.generate`` on the k copies side by side, and its draws are exactly
+what they were (``tests/test_generation.py``).
 
 The default products can be set for a whole process with ``HALLUGUARD_GENERATION_MATMUL=aten|onednn|auto``.
 """
@@ -48,25 +54,35 @@ MATMUL_CHOICES = ("auto", "onednn", "aten")
 _PACKED: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
 
 
+# model.generate's top-k when neither the call nor the model's generation config sets one (transformers'
+# GenerationConfig defaults); the sampled figures in the README were drawn with it
+GENERATE_DEFAULT_TOP_K = 50
+
+
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
              batch_size: int = 8, progress: bool = False, desc: str = "generating",
              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-             matmul: str | None = None) -> list[str]:
+             matmul: str | None = None, copies: int = 1) -> list[str]:
     """Greedy by default; ``temperature > 0`` samples (seeded by ``seed`` for repeatability).
 
-    ``matmul`` (greedy only): ``auto`` (default; oneDNN on a CPU with float32 weights, else the model's own),
-    ``onednn`` (the same, required), or ``aten`` (the model's own products: logits bitwise ``model.generate``'s).
+    ``matmul``: ``auto`` (default; oneDNN on a CPU with float32 weights, else the model's own), ``onednn`` (the
+    same, required), or ``aten`` (the model's own products: greedy logits bitwise ``model.generate``'s, and
+    sampling through ``model.generate`` itself). ``copies``: answers per prompt, ``copies`` consecutive entries
+    of the result for each prompt (sampling; greedy copies are identical).
     """
     ids = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       progress=progress, desc=desc, temperature=temperature, top_p=top_p, seed=seed, matmul=matmul)
+                       progress=progress, desc=desc, temperature=temperature, top_p=top_p, seed=seed, matmul=matmul,
+                       copies=copies)
     return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)] if ids else []
 
 
 def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
                  batch_size: int = 8, progress: bool = False, desc: str = "generating",
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 matmul: str | None = None) -> list[list[int]]:
-    """The new tokens of each prompt, in the caller's order, up to and including its first eos."""
+                 matmul: str | None = None, copies: int = 1) -> list[list[int]]:
+    """The new tokens of each prompt (``copies`` rows per prompt, side by side), in the caller's order, up to and
+    including the first eos. ``batch_size`` counts rows: with oneDNN a batch holds ``batch_size // copies``
+    prompts (at least one), each computed once."""
     import torch
 
     if seed is not None:
@@ -75,30 +91,67 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
         raise ValueError("generation needs left padding (tokenizer.padding_side='left')")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if copies <= 0:
+        raise ValueError(f"copies must be positive, got {copies}")
     if not prompts:
         return []
+    greedy = temperature <= 0
+    use_onednn = resolve_matmul(model, matmul) == "onednn"
+    if not use_onednn and copies > 1:  # model.generate computes each copy: k rows side by side, as before
+        prompts, copies = [p for p in prompts for _ in range(copies)], 1
     token_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    per_batch = max(1, batch_size // copies)
+    batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = next(model.parameters()).device
-    greedy = temperature <= 0
-    use_onednn = greedy and resolve_matmul(model, matmul) == "onednn"
-    out: list[list[int]] = [[] for _ in prompts]
+    choose = None if greedy else sampler(model, temperature, top_p)
+    out: list[list[int]] = [[] for _ in range(len(prompts) * copies)]
     products = onednn_linears(model) if use_onednn else contextlib.nullcontext()
     with products, torch.inference_mode():
         for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
             ids, mask = left_pad([token_ids[i] for i in batch], pad_id, device)
             if greedy:
                 new = greedy_batch(model, ids, mask, max_new_tokens, eos_id, pad_id, drop_finished=use_onednn)
+                new = new.repeat_interleave(copies, dim=0)
+            elif use_onednn:
+                new = decode_batch(model, ids, mask, max_new_tokens, eos_id, pad_id, choose, copies=copies,
+                                   drop_finished=True)
             else:
                 full = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       do_sample=True, temperature=temperature, top_p=top_p,
                                       pad_token_id=pad_id, eos_token_id=eos_id)
                 new = full[:, ids.shape[1]:]
-            for i, row in zip(batch, new.tolist()):
+            rows = [i * copies + c for i in batch for c in range(copies)]
+            for i, row in zip(rows, new.tolist()):
                 out[i] = row[:row.index(eos_id) + 1] if eos_id in row else row
     return out
+
+
+def sampler(model: Any, temperature: float, top_p: float = 1.0):
+    """``logits (R, V) float32 -> tokens (R,)``: one draw from what ``model.generate(do_sample=True)`` samples
+    from with the same ``temperature`` and ``top_p``: transformers' own temperature, top-k and top-p warpers in
+    ``generate``'s order (top-k from the model's generation config, else transformers' default 50), then a
+    multinomial draw from the softmax."""
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    config = getattr(model, "generation_config", None)
+    top_k = getattr(config, "top_k", None)
+    top_k = GENERATE_DEFAULT_TOP_K if top_k is None else int(top_k)
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(float(temperature)))
+    if top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=float(top_p)))
+
+    def choose(logits):
+        probs = torch.softmax(warpers(None, logits), dim=-1)
+        return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+    return choose
 
 
 def resolve_matmul(model: Any, matmul: str | None = None) -> str:
@@ -193,10 +246,23 @@ def greedy_batch(model: Any, input_ids, attention_mask, max_new_tokens: int, eos
     ``drop_finished``: rows that have produced eos leave the forward. Only exact when the products give a row
     the same bits whatever the number of rows (oneDNN here; not MKL's sgemm, not every GPU kernel).
     """
+    return decode_batch(model, input_ids, attention_mask, max_new_tokens, eos_id, pad_id,
+                        lambda logits: logits.argmax(-1), drop_finished=drop_finished, preallocate=preallocate)
+
+
+def decode_batch(model: Any, input_ids, attention_mask, max_new_tokens: int, eos_id: int, pad_id: int, choose,
+                 copies: int = 1, drop_finished: bool = False, preallocate: bool = True):
+    """``(B * copies, T)`` tokens after one left-padded batch of B prompts, each next token ``choose(logits)``
+    from the float32 logits of the rows still going; pad after each row's eos, ``T <= max_new_tokens``.
+
+    Row ``i * copies + c`` is copy ``c`` of prompt ``i``: the prompts pass through the model once, then the KV
+    cache, the last logits, positions and mask are repeated for the copies.
+    """
     import torch
 
     batch, width = input_ids.shape
-    tokens = torch.full((batch, max(max_new_tokens, 0)), pad_id, dtype=torch.long, device=input_ids.device)
+    n_rows = batch * copies
+    tokens = torch.full((n_rows, max(max_new_tokens, 0)), pad_id, dtype=torch.long, device=input_ids.device)
     if max_new_tokens <= 0:
         return tokens
     position_ids = attention_mask.long().cumsum(-1) - 1
@@ -205,14 +271,21 @@ def greedy_batch(model: Any, input_ids, attention_mask, max_new_tokens: int, eos
     cache = new_cache(model, width + max_new_tokens, preallocate)
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, cache=cache,
                 use_cache=True, logits_to_keep=1)
-    rows = torch.arange(batch, device=input_ids.device)                 # (R,) batch rows still computed
-    alive = torch.ones(batch, dtype=torch.bool, device=input_ids.device)  # (R,) no eos yet
+    logits = out.logits[:, -1].to(dtype=torch.float32)
     last_position = position_ids[:, -1:]                                 # (R, 1)
+    if copies > 1:
+        cache.batch_repeat_interleave(copies)
+        logits = logits.repeat_interleave(copies, dim=0)
+        last_position = last_position.repeat_interleave(copies, dim=0)
+        mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
+    rows = torch.arange(n_rows, device=input_ids.device)                 # (R,) batch rows still computed
+    alive = torch.ones(n_rows, dtype=torch.bool, device=input_ids.device)  # (R,) no eos yet
     steps = 0
     for step in range(max_new_tokens):
         steps = step + 1
-        logits = out.logits[:, -1].to(dtype=torch.float32)
-        next_tokens = torch.where(alive, logits.argmax(-1), torch.full_like(rows, pad_id))
+        if step:
+            logits = out.logits[:, -1].to(dtype=torch.float32)
+        next_tokens = torch.where(alive, choose(logits), torch.full_like(rows, pad_id))
         tokens[rows, step] = next_tokens
         alive = alive & (next_tokens != eos_id)
         if step == max_new_tokens - 1 or not bool(alive.any()):
@@ -282,6 +355,13 @@ def _preallocated_layer_class():
             self.keys = self.key_buffer[:, :, :self.length]
             self.values = self.value_buffer[:, :, :self.length]
             return self.keys, self.values
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.key_buffer is not None:
+                self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+                self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+                self.keys = self.key_buffer[:, :, :self.length]
+                self.values = self.value_buffer[:, :, :self.length]
 
         def batch_select_indices(self, indices) -> None:
             if self.key_buffer is not None:

@@ -156,16 +156,74 @@ def test_outputs_come_back_in_the_callers_order(tiny):
     assert generation.generate(model, tok, [], max_new_tokens=8) == []
 
 
-def test_sampling_is_seeded_and_draws_what_generate_draws(tiny):
+@pytest.mark.parametrize("matmul", ["aten", *ONEDNN])
+def test_sampling_is_seeded(tiny, matmul):
     model, tok = tiny
-    kwargs = {"max_new_tokens": 10, "batch_size": 4, "temperature": 0.9, "top_p": 0.95}
+    kwargs = {"max_new_tokens": 10, "batch_size": 4, "temperature": 0.9, "top_p": 0.95, "matmul": matmul}
     first = generation.generate_ids(model, tok, PROMPTS, seed=7, **kwargs)
     assert generation.generate_ids(model, tok, PROMPTS, seed=7, **kwargs) == first
     assert generation.generate_ids(model, tok, PROMPTS, seed=8, **kwargs) != first
-    torch.manual_seed(7)
-    assert first == plain_generate(model, tok, PROMPTS, 4, 10, do_sample=True, temperature=0.9, top_p=0.95)
     texts = generation.generate(model, tok, PROMPTS, seed=7, **kwargs)
     assert texts == [t.strip() for t in tok.batch_decode(first, skip_special_tokens=True)]
+
+
+def test_aten_sampling_draws_what_generate_draws_copies_included(tiny):
+    model, tok = tiny
+    kwargs = {"max_new_tokens": 10, "batch_size": 4, "temperature": 0.9, "top_p": 0.95, "matmul": "aten"}
+    torch.manual_seed(7)
+    expected = plain_generate(model, tok, PROMPTS, 4, 10, do_sample=True, temperature=0.9, top_p=0.95)
+    assert generation.generate_ids(model, tok, PROMPTS, seed=7, **kwargs) == expected
+    torch.manual_seed(7)  # copies=3 is the prompts three times side by side, as sampled evaluation sent them
+    expected = plain_generate(model, tok, [p for p in PROMPTS for _ in range(3)], 4, 10, do_sample=True,
+                              temperature=0.9, top_p=0.95)
+    assert generation.generate_ids(model, tok, PROMPTS, seed=7, copies=3, **kwargs) == expected
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_copies_share_the_prompt_and_decode_as_if_alone(tiny, batch_size, monkeypatch):
+    """At a temperature near 0 every draw is the argmax: each of the k copies must then be the greedy answer,
+    through the shared prompt, the repeated cache and mask, and copies that finish early leaving the batch."""
+    model, tok = tiny
+    eos = common_mid_token(model, tok, PROMPTS, 16)
+    tok = copy.deepcopy(tok)
+    tok.eos_token = tok.convert_ids_to_tokens(eos)
+    greedy = generation.generate_ids(model, tok, PROMPTS, max_new_tokens=16, batch_size=9, matmul="onednn")
+    assert len({len(r) for r in greedy}) > 2, "the chosen eos must end rows at different steps"
+    prefill_rows = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefill_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    copies = generation.generate_ids(model, tok, PROMPTS, max_new_tokens=16, batch_size=batch_size, seed=0,
+                                     temperature=1e-4, copies=3, matmul="onednn")
+    assert copies == [row for row in greedy for _ in range(3)]
+    assert sum(prefill_rows) == len(PROMPTS)  # each prompt computed once, not three times
+    assert max(prefill_rows) == max(1, batch_size // 3)  # batch_size counts rows: copies included
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN linear")
+def test_a_sampled_token_follows_the_distribution_generate_samples_from(tiny):
+    """4,000 first tokens of one prompt against softmax(logits / T) after generate's default top-k 50 and
+    top-p: the empirical distribution within 0.05 in total variation (seeded: the same figure every run)."""
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    model, tok = tiny
+    prompt, n, temperature, top_p = PROMPTS[0], 4000, 1.5, 0.97
+    ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[:, -1].float() / temperature
+    probs = torch.softmax(TopPLogitsWarper(top_p)(None, TopKLogitsWarper(50)(None, logits)), -1)[0]
+    assert 5 < int((probs > 0).sum()) <= 50  # the filters bite, and leave a distribution worth sampling
+    rows = generation.generate_ids(model, tok, [prompt], max_new_tokens=1, batch_size=n, seed=3,
+                                   temperature=temperature, top_p=top_p, copies=n, matmul="onednn")
+    counts = torch.bincount(torch.tensor([r[0] for r in rows]), minlength=probs.numel()).float()
+    assert counts[probs == 0].sum() == 0  # nothing outside top-k / top-p
+    assert 0.5 * (counts / n - probs).abs().sum() < 0.05
 
 
 @pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN linear")
@@ -302,3 +360,18 @@ def test_onednn_gives_a_row_the_same_bits_whatever_the_number_of_rows():
             assert torch.equal(linear(rows[:n]), full[:n])
             assert torch.equal(linear(rows[n:n + 1]), full[n:n + 1])
     assert torch.allclose(linear(rows), full, atol=1e-5)  # the model's own product again, to rounding
+
+
+def test_the_sampling_benchmark_is_tabled_and_checks_its_arguments():
+    run_all = load_benchmark("run_all")
+    data = {"prompts": 2, "mean_prompt_tokens": 150.4, "copies": 4, "max_new_tokens": 48, "temperature": 1.0,
+            "batch_rows": 16, "speedup": 1.5,
+            "paths": {"model.generate": {"answers_per_s": 1.0, "mean_answer_tokens": 40.0},
+                      "halluguard": {"answers_per_s": 1.5, "mean_answer_tokens": 41.0}}}
+    rows = run_all.reader_for("sampling")(data)
+    setting = "2 prompts of 150 tokens x 4 answers, 48 new tokens, T 1, batch 16 rows"
+    assert rows[0] == {"what": f"sampled answers, model.generate, {setting}", "value": 1.0, "unit": "answers/s"}
+    assert rows[2]["value"] == 1.5 and rows[2]["ratio"] == 1.5 and "halluguard" in rows[2]["what"]
+    bench = load_benchmark("bench_sampling")
+    with pytest.raises(SystemExit):
+        bench.main(["--copies", "0"])

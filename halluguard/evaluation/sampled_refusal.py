@@ -69,7 +69,8 @@ def sampled_answers(source, cfg, questions: Sequence, settings: SampledSettings,
                     desc: str = "sampled") -> list[list[str]]:
     """``settings.samples`` answers to each question, in question order (the model is freed afterwards).
 
-    The k copies of a prompt sit next to each other, so a batch holds prompts of one length: no padding."""
+    The k answers of a prompt are its k copies in one batch: with oneDNN products the prompt is computed once
+    and its KV cache shared (:func:`halluguard.generation.generate`, ``copies``)."""
     from halluguard.evaluation.models import load_model
     from halluguard.evaluation.runner import free_memory
     from halluguard.generation import generate
@@ -79,9 +80,9 @@ def sampled_answers(source, cfg, questions: Sequence, settings: SampledSettings,
     model, tokenizer = load_model(source, cfg, device)
     try:
         prompts = [render_prompt(tokenizer, q.messages_with_system(source.system)) for q in questions]
-        texts = generate(model, tokenizer, [p for p in prompts for _ in range(k)],
-                         max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size, progress=True,
-                         desc=desc, temperature=settings.temperature, seed=settings.seed)
+        texts = generate(model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+                         batch_size=settings.batch_size, progress=True, desc=desc, temperature=settings.temperature,
+                         seed=settings.seed, copies=k)
     finally:
         del model
         free_memory()
