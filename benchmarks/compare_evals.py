@@ -10,6 +10,8 @@ raised OOK refusal without raising over-refusal. ``--sampled`` adds the same com
 rates (each eval run with ``eval.sampled.samples > 0``: its sampled.jsonl), each group's change with its paired
 permutation p-value; ``--pool`` adds a row for the runs' per-question rates averaged (the method over seeds,
 paired against the baseline on each question); ``--sampled-only`` reads only sampled.jsonl files (PATH may be one).
+Under the sampled table: how many questions each group would need for a change like each run's to reach p < 0.05
+with 80% power (``sampled_refusal.questions_for_power``), to size the next experiment.
 ``--out`` writes the same as JSON.
 """
 

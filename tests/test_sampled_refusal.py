@@ -290,3 +290,14 @@ def test_compare_evals_pools_the_runs_from_sampled_files_alone(tmp_path):
     done = subprocess.run([sys.executable, str(script), "--pool", "--baseline", f"{tmp_path / 'a'}:sft",
                            f"{tmp_path / 'b'}:ppo"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and "--pool averages sampled rates" in done.stderr
+
+
+def test_questions_for_power_is_the_normal_approximation_sample_size():
+    from halluguard.evaluation.sampled_refusal import questions_for_power
+
+    # mean 0.2, sd 0.1414 (ddof 1); (1.95996 + 0.84162) * 0.1414 / 0.2 = 1.981, squared 3.92 -> 4
+    assert questions_for_power(np.array([0.1, 0.3])) == 4
+    # halving the effect at the same spread needs four times the questions: 15.7 -> 16
+    assert questions_for_power(np.array([0.1, 0.3]) - 0.1) == 16
+    assert questions_for_power(np.array([0.25, 0.25, 0.25])) == 2  # no spread: the smallest paired test
+    assert questions_for_power(np.array([0.5, -0.5])) is None and questions_for_power(np.array([0.5])) is None

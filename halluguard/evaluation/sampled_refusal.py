@@ -154,6 +154,21 @@ def paired_bootstrap_mean_ci(diffs: np.ndarray, n_boot: int = 1000, seed: int = 
     return round(float(low), 4), round(float(high), 4)
 
 
+def questions_for_power(diffs: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """How many questions a paired test needs to find a mean change like this one, at two-sided level ``alpha``
+    with probability ``power``, if each question's change is drawn like these: the normal-approximation sample
+    size for a mean paired difference, ``((z(1 - alpha/2) + z(power)) * sd / |mean|) ** 2`` rounded up (Chow,
+    Shao & Wang, *Sample Size Calculations in Clinical Research*, 2008, sec. 3.1). None when the mean change is
+    0 or there are fewer than 2 questions. A planning figure: the mean and sd are themselves estimates."""
+    from statistics import NormalDist
+
+    diffs = np.asarray(diffs, dtype=np.float64)
+    if diffs.size < 2 or diffs.mean() == 0:
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return max(2, int(np.ceil((z * diffs.std(ddof=1) / abs(diffs.mean())) ** 2)))
+
+
 def paired_change(before: np.ndarray, after: np.ndarray, mask: np.ndarray, settings: SampledSettings) -> dict:
     """before and after means on ``mask``'s questions, the mean change, its interval and its p-value."""
     diffs = after[mask] - before[mask]
@@ -164,7 +179,8 @@ def paired_change(before: np.ndarray, after: np.ndarray, mask: np.ndarray, setti
             "diff": None if empty else round(float(diffs.mean()), 4),
             "ci": paired_bootstrap_mean_ci(diffs, settings.bootstrap, settings.seed),
             "p_value": sign_flip_p_value(diffs, settings.permutations, settings.seed),
-            "questions_up": int(np.sum(diffs > 0)), "questions_down": int(np.sum(diffs < 0))}
+            "questions_up": int(np.sum(diffs > 0)), "questions_down": int(np.sum(diffs < 0)),
+            "questions_for_80pct_power": questions_for_power(diffs)}
 
 
 def change_direction(group: str, diff: float | None) -> str:
@@ -341,7 +357,17 @@ def format_sampled_runs(result: dict, baseline_name: str = "baseline") -> str:
              f"{baseline_name:<{width}}" + "".join(f"{_mean_cell(result['baseline'][g]):>34}" for g in GROUPS)]
     for name, groups in result["runs"].items():
         lines.append(f"{name:<{width}}" + "".join(f"{_change_cell(groups[g]):>34}" for g in GROUPS))
+    lines += ["", "questions per group for 80% power at p < 0.05, for a change like this one (normal approximation "
+                  "from each question's change; now: how many there are)"]
+    for name, groups in result["runs"].items():
+        lines.append(f"{name:<{width}}" + "".join(
+            f"{_power_cell(groups[g]):>34}" for g in GROUPS))
     return "\n".join(lines)
+
+
+def _power_cell(change: dict) -> str:
+    needed = change.get("questions_for_80pct_power")
+    return "n/a" if needed is None else f"{needed} (now {change['n']})"
 
 
 def _change_cell(change: dict) -> str:

@@ -33,7 +33,8 @@ Outputs (``runs/<exp>/eval/``, written atomically):
     sampled: {status: ok, settings, groups: [ook, ik_context_has_answer, ik], better,   # eval.sampled.samples > 0
               models: {name: {status, seconds, groups: {group: {n, mean}}}},
               comparisons: {after_name: {before, after, groups: {group: {n, before, after, diff, ci, p_value,
-                                                                         questions_up, questions_down, change}}}}}
+                                                                         questions_up, questions_down,
+                                                                         questions_for_80pct_power, change}}}}}
       (halluguard.evaluation.sampled_refusal; each question's rates and answers in sampled.jsonl)
 
 A value of ``null`` is "n/a" (e.g. accuracy without gold answers, honesty without the reference model).
