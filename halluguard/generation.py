@@ -81,8 +81,9 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  matmul: str | None = None, copies: int = 1) -> list[list[int]]:
     """The new tokens of each prompt (``copies`` rows per prompt, side by side), in the caller's order, up to and
-    including the first eos. ``batch_size`` counts rows: with oneDNN a batch holds ``batch_size // copies``
-    prompts (at least one), each computed once."""
+    including the first eos. ``batch_size`` counts the rows decoded together: sampling with oneDNN takes
+    ``batch_size // copies`` prompts a batch (at least one), each computed once; greedy copies are one answer
+    repeated."""
     import torch
 
     if seed is not None:
@@ -97,11 +98,11 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
         return []
     greedy = temperature <= 0
     use_onednn = resolve_matmul(model, matmul) == "onednn"
-    if not use_onednn and copies > 1:  # model.generate computes each copy: k rows side by side, as before
+    if copies > 1 and not greedy and not use_onednn:  # model.generate samples each copy: k rows side by side
         prompts, copies = [p for p in prompts for _ in range(copies)], 1
     token_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
-    per_batch = max(1, batch_size // copies)
+    per_batch = batch_size if greedy else max(1, batch_size // copies)
     batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = next(model.parameters()).device

@@ -204,6 +204,11 @@ def test_copies_share_the_prompt_and_decode_as_if_alone(tiny, batch_size, monkey
     assert copies == [row for row in greedy for _ in range(3)]
     assert sum(prefill_rows) == len(PROMPTS)  # each prompt computed once, not three times
     assert max(prefill_rows) == max(1, batch_size // 3)  # batch_size counts rows: copies included
+    prefill_rows.clear()  # greedy copies are one answer repeated, whatever the products
+    for matmul in ("aten", "onednn"):
+        assert generation.generate_ids(model, tok, PROMPTS, max_new_tokens=16, batch_size=batch_size,
+                                       copies=2, matmul=matmul) == [row for row in greedy for _ in range(2)]
+    assert sum(prefill_rows) == 2 * len(PROMPTS)
 
 
 @pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN linear")
