@@ -64,9 +64,14 @@ def heldout():
     return load("en_heldout.jsonl")
 
 
+@pytest.fixture(scope="module")
+def policy_answers():
+    return load("en_policy.jsonl")
+
+
 # ---------------------------------------------------------------- the labelled data itself
 
-@pytest.mark.parametrize("name,minimum", [("en.jsonl", 260), ("en_heldout.jsonl", 60)])
+@pytest.mark.parametrize("name,minimum", [("en.jsonl", 260), ("en_heldout.jsonl", 60), ("en_policy.jsonl", 80)])
 def test_labelled_files_follow_the_schema(name, minimum):
     rows = load(name)
     assert len(rows) >= minimum
@@ -83,10 +88,10 @@ def test_labelled_files_follow_the_schema(name, minimum):
             assert counts[cat] >= (20 if cat == "policy_phrasing" else 30), (cat, counts[cat])
 
 
-def test_prototypes_and_labelled_sets_share_no_sentence(labelled, heldout):
+def test_prototypes_and_labelled_sets_share_no_sentence(labelled, heldout, policy_answers):
     proto_sentences = {s for p in ABSTENTION_PROTOTYPES + ANSWER_PROTOTYPES for s in sentences(p)}
     assert 30 <= len(ABSTENTION_PROTOTYPES) <= 60 and 30 <= len(ANSWER_PROTOTYPES) <= 60
-    for rows in (labelled, heldout):
+    for rows in (labelled, heldout, policy_answers):
         for r in rows:
             shared = proto_sentences & set(sentences(r["response"]))
             assert not shared, (r["id"], shared)
@@ -109,6 +114,15 @@ def test_precision_and_recall_on_the_heldout_set(detector, heldout):
     _, _, _, late = measure(heldout[HELDOUT_BATCH1:], predicted[HELDOUT_BATCH1:])
     print("\nen_heldout.jsonl:", report, "\n  of which lines 82+:", late.splitlines()[0])
     assert precision >= 0.90 and recall >= 0.90, report
+
+
+def test_precision_and_recall_on_a_trained_policys_answers(detector, policy_answers):
+    """80 sampled held-out answers of the fifth GPU run's SFT reference and PPO seeds, drawn at random and
+    labelled before they were scored (halluguard/data/refusal_eval/README.md): 1.000 / 1.000 when written."""
+    predicted = detector.is_refusal([r["response"] for r in policy_answers])
+    precision, recall, _, report = measure(policy_answers, predicted)
+    print("\nen_policy.jsonl:", report)
+    assert precision >= 0.95 and recall >= 0.95, report
 
 
 def test_patterns_only_detector_catches_every_policy_phrasing(labelled):
