@@ -475,7 +475,11 @@ class SampledEvalConfig:
     samples: int = 0
     """Answers sampled per question and policy (0 = off). 8 on the demo's 247 questions: about 8 greedy passes."""
     temperature: float = 1.0
-    """1.0 = PPO's rollout temperature (``ppo.temperature``): the distribution PPO trains."""
+    """1.0 = PPO's rollout temperature (``ppo.temperature``)."""
+    top_k: int = 50
+    """Draw from the ``top_k`` most likely tokens (0 = all). 50 is ``model.generate``'s default, which every sampled
+    figure so far was drawn with; PPO's rollouts sample from all tokens, so 0 measures exactly the distribution
+    PPO trains. ``ppo.select.samples`` uses it too."""
     max_new_tokens: int = 48
     """The detector judges an answer's first sentence: cutting the greedy answers of two demo evaluations
     (4 x 247) to 48 tokens changed no verdict, to 32 tokens 14 (``benchmarks/refusal_lead_tokens.py``)."""
@@ -891,6 +895,8 @@ def _check_eval(e: DictConfig) -> None:
                           f"got {e.temperature}")
     if e.sampled.samples < 0:
         raise ConfigError(f"config key 'eval.sampled.samples' must be >= 0 (0 = off), got {e.sampled.samples}")
+    if e.sampled.top_k < 0:
+        raise ConfigError(f"config key 'eval.sampled.top_k' must be >= 0 (0 = every token), got {e.sampled.top_k}")
     if e.sampled.samples > 0:
         for key in ("temperature", "max_new_tokens", "permutations"):
             if e.sampled[key] <= 0:

@@ -62,24 +62,25 @@ GENERATE_DEFAULT_TOP_K = 50
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
              batch_size: int = 8, progress: bool = False, desc: str = "generating",
              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-             matmul: str | None = None, copies: int = 1) -> list[str]:
+             matmul: str | None = None, copies: int = 1, top_k: int | None = None) -> list[str]:
     """Greedy by default; ``temperature > 0`` samples (seeded by ``seed`` for repeatability).
 
     ``matmul``: ``auto`` (default; oneDNN on a CPU with float32 weights, else the model's own), ``onednn`` (the
     same, required), or ``aten`` (the model's own products: greedy logits bitwise ``model.generate``'s, and
     sampling through ``model.generate`` itself). ``copies``: answers per prompt, ``copies`` consecutive entries
-    of the result for each prompt (sampling; greedy copies are identical).
+    of the result for each prompt (sampling; greedy copies are identical). ``top_k`` (sampling): 0 = every token;
+    None = what ``model.generate`` does by default (the model's generation config, else transformers' 50).
     """
     ids = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        progress=progress, desc=desc, temperature=temperature, top_p=top_p, seed=seed, matmul=matmul,
-                       copies=copies)
+                       copies=copies, top_k=top_k)
     return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)] if ids else []
 
 
 def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
                  batch_size: int = 8, progress: bool = False, desc: str = "generating",
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 matmul: str | None = None, copies: int = 1) -> list[list[int]]:
+                 matmul: str | None = None, copies: int = 1, top_k: int | None = None) -> list[list[int]]:
     """The new tokens of each prompt (``copies`` rows per prompt, side by side), in the caller's order, up to and
     including the first eos. ``batch_size`` counts the rows decoded together: sampling with oneDNN takes
     ``batch_size // copies`` prompts a batch (at least one), each computed once; greedy copies are one answer
@@ -106,7 +107,8 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
     batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = next(model.parameters()).device
-    choose = None if greedy else sampler(model, temperature, top_p)
+    choose = None if greedy else sampler(model, temperature, top_p, top_k)
+    limit = {} if top_k is None else {"top_k": int(top_k)}
     out: list[list[int]] = [[] for _ in range(len(prompts) * copies)]
     products = onednn_linears(model) if use_onednn else contextlib.nullcontext()
     with products, torch.inference_mode():
@@ -121,7 +123,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
             else:
                 full = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       do_sample=True, temperature=temperature, top_p=top_p,
-                                      pad_token_id=pad_id, eos_token_id=eos_id)
+                                      pad_token_id=pad_id, eos_token_id=eos_id, **limit)
                 new = full[:, ids.shape[1]:]
             rows = [i * copies + c for i in batch for c in range(copies)]
             for i, row in zip(rows, new.tolist()):
@@ -129,17 +131,17 @@ def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tok
     return out
 
 
-def sampler(model: Any, temperature: float, top_p: float = 1.0):
+def sampler(model: Any, temperature: float, top_p: float = 1.0, top_k: int | None = None):
     """``logits (R, V) float32 -> tokens (R,)``: one draw from what ``model.generate(do_sample=True)`` samples
-    from with the same ``temperature`` and ``top_p``: transformers' own temperature, top-k and top-p warpers in
-    ``generate``'s order (top-k from the model's generation config, else transformers' default 50), then a
-    multinomial draw from the softmax."""
+    from with the same ``temperature``, ``top_p`` and ``top_k``: transformers' own temperature, top-k and top-p
+    warpers in ``generate``'s order, then a multinomial draw from the softmax. ``top_k=None``: as ``generate``
+    without one (the model's generation config, else transformers' default 50); 0: every token."""
     import torch
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    config = getattr(model, "generation_config", None)
-    top_k = getattr(config, "top_k", None)
-    top_k = GENERATE_DEFAULT_TOP_K if top_k is None else int(top_k)
+    if top_k is None:
+        top_k = getattr(getattr(model, "generation_config", None), "top_k", None)
+        top_k = GENERATE_DEFAULT_TOP_K if top_k is None else int(top_k)
     warpers = LogitsProcessorList()
     if temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(float(temperature)))

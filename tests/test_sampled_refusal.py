@@ -105,7 +105,8 @@ def test_a_paired_change_reports_both_means_the_change_and_its_direction():
 
 @pytest.mark.parametrize("override, key", [("eval.sampled.samples=-1", "eval.sampled.samples"),
                                            ("eval.sampled.temperature=0", "eval.sampled.temperature"),
-                                           ("eval.sampled.max_new_tokens=0", "eval.sampled.max_new_tokens")])
+                                           ("eval.sampled.max_new_tokens=0", "eval.sampled.max_new_tokens"),
+                                           ("eval.sampled.top_k=-1", "eval.sampled.top_k")])
 def test_bad_sampled_settings_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose_cfg(["eval.sampled.samples=4", override], "eval")

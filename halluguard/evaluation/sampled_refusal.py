@@ -49,6 +49,7 @@ BETTER = {"ook": "higher", "ik_context_has_answer": "lower", "ik": "lower"}
 class SampledSettings:
     samples: int = 8
     temperature: float = 1.0
+    top_k: int = 50
     max_new_tokens: int = 48
     batch_size: int = 8
     seed: int = 0
@@ -58,7 +59,8 @@ class SampledSettings:
     @classmethod
     def from_config(cls, ecfg) -> SampledSettings:
         s = ecfg.sampled
-        return cls(samples=int(s.samples), temperature=float(s.temperature), max_new_tokens=int(s.max_new_tokens),
+        return cls(samples=int(s.samples), temperature=float(s.temperature), top_k=int(s.top_k),
+                   max_new_tokens=int(s.max_new_tokens),
                    batch_size=int(ecfg.batch_size), seed=int(ecfg.seed), permutations=int(s.permutations),
                    bootstrap=max(1, int(ecfg.bootstrap)))
 
@@ -82,7 +84,7 @@ def sampled_answers(source, cfg, questions: Sequence, settings: SampledSettings,
         prompts = [render_prompt(tokenizer, q.messages_with_system(source.system)) for q in questions]
         texts = generate(model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
                          batch_size=settings.batch_size, progress=True, desc=desc, temperature=settings.temperature,
-                         seed=settings.seed, copies=k)
+                         top_k=settings.top_k, seed=settings.seed, copies=k)
     finally:
         del model
         free_memory()
@@ -260,7 +262,9 @@ def sampled_rows(questions: Sequence, per_model: dict[str, dict]):
 def format_sampled(section: dict) -> str:
     """The console/report table: mean sampled refusal rate per model and group, then each paired change."""
     s = section["settings"]
+    top_k = s.get("top_k", 50)  # results.json files written before the key existed sampled with generate's 50
     lines = [f"sampled refusal rate ({s['samples']} answers per question at temperature {s['temperature']}, "
+             f"{'top-k ' + str(top_k) if top_k else 'every token'}, "
              f"{s['max_new_tokens']} new tokens; mean over questions):"]
     header = f"  {'model':<14}" + "".join(f"{GROUP_TITLES[g]:>32}" for g in GROUPS)
     lines.append(header)

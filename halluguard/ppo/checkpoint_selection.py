@@ -231,6 +231,7 @@ def policy_refusal_rates(cfg, source, questions: Sequence, detector, device: str
     s = cfg.ppo.select
     if int(s.samples) > 0:
         settings = SampledSettings(samples=int(s.samples), temperature=float(cfg.ppo.temperature),
+                                   top_k=int(cfg.eval.sampled.top_k),
                                    max_new_tokens=int(s.max_new_tokens), batch_size=int(cfg.eval.batch_size),
                                    seed=int(s.seed))
         answers = sampled_answers(source, cfg, questions, settings, device, desc=desc)
