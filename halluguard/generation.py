@@ -25,8 +25,8 @@ last position only, argmax in float32). What it changes, each measured in ``benc
 * ``generate``'s per-step machinery (logits processors, stopping criteria, growing id tensors) is gone.
 
 Sampling (``temperature > 0``) runs the same loop with oneDNN products, drawing each token from the distribution
-``model.generate`` samples from by default: softmax of the logits after transformers' own warpers for temperature,
-top-k 50 (``generate``'s default, which every sampled figure so far was drawn with) and top-p. ``copies=k`` asks
+``model.generate`` samples from: softmax of the logits after transformers' own warpers for temperature, top-k
+(``top_k``; unset, ``generate``'s default 50, which every sampled figure so far was drawn with) and top-p. ``copies=k`` asks
 for k answers per prompt: each prompt's tokens pass through the model once and its KV cache is repeated for the k
 copies (``generate`` on k copies of a prompt computes the prompt k times; a prompt of the demo is ~5x longer than
 the answers sampled from it). The draws follow the distribution, not ``generate``'s random stream: with
@@ -158,7 +158,8 @@ def sampler(model: Any, temperature: float, top_p: float = 1.0, top_k: int | Non
 
 
 def resolve_matmul(model: Any, matmul: str | None = None) -> str:
-    """``onednn`` or ``aten``: the products greedy decoding will use for ``model``."""
+    """``onednn`` or ``aten``: the products generation will use for ``model`` (``aten`` samples through
+    ``model.generate``)."""
     choice = (matmul or os.environ.get(MATMUL_ENV) or "auto").strip().lower()
     if choice not in MATMUL_CHOICES:
         raise ValueError(f"matmul must be one of {', '.join(MATMUL_CHOICES)}, got {choice!r}")
