@@ -34,6 +34,7 @@ Usage: python benchmarks/bench_generation.py [--batch-sizes 1,8,32] [--prompts 3
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -62,6 +63,38 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@dataclasses.dataclass
+class EmbeddedRun:
+    """What a generation benchmark starts from: the embedded policy, and when and where it ran."""
+
+    model: object
+    tokenizer: object
+    model_name: str
+    started_utc: str
+    load_before: list[float]
+    machine: dict
+
+
+def load_embedded(threads: int = 0) -> EmbeddedRun:
+    """``threads`` torch threads (0 = torch's default), the clock and load average taken, then the embedded
+    SmolLM2-135M-Instruct loaded (float32) as the project loads it."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from halluguard.config import RootConfig, resolve_cache_dir
+    from halluguard.models import load_policy
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    load_before = load_average()
+    cfg = OmegaConf.structured(RootConfig)
+    model, tokenizer = load_policy(cfg.model, resolve_cache_dir(cfg))
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    return EmbeddedRun(model, tokenizer, cfg.model.name_or_path, started, load_before, machine)
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -287,21 +320,9 @@ def main() -> int:
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
 
-    import torch
-    from omegaconf import OmegaConf
-
-    from halluguard.config import RootConfig, resolve_cache_dir
-    from halluguard.models import load_policy
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    load_before = load_average()
-    cfg = OmegaConf.structured(RootConfig)
-    model, tokenizer = load_policy(cfg.model, resolve_cache_dir(cfg))
+    run = load_embedded(args.threads)
+    model, tokenizer, started, load_before, machine = run.model, run.tokenizer, run.started_utc, run.load_before, run.machine
     params = sum(p.numel() for p in model.parameters())
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
     print(f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} with {machine['torch_threads']} "
           f"threads; load average before: {load_before}", flush=True)
 
@@ -354,7 +375,7 @@ def main() -> int:
     report = {"benchmark": "generation", "started_utc": started,
               "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine, "load_average_before": load_before, "load_average_after": load_average(),
-              "model": cfg.model.name_or_path, "dtype": "float32", "parameters": params,
+              "model": run.model_name, "dtype": "float32", "parameters": params,
               "flops_per_token": 2 * params, "repeats": args.repeats, "onednn_pack_s": pack_s, "matmul": bounds, "batches": rows,
               "variants": variants, "variant_batch": args.variant_batch if args.variants else None,
               "variant_prompts": max(args.prompts, args.variant_batch) if args.variants else None,

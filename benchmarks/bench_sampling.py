@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -51,25 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) <= 0:
             parser.error(f"--{key.replace('_', '-')} must be positive")
 
-    import torch
-    from bench_generation import cpu_name, demo_prompts, load_average
-    from omegaconf import OmegaConf
+    from bench_generation import demo_prompts, load_average, load_embedded
 
-    from halluguard.config import RootConfig, resolve_cache_dir
     from halluguard.generation import generate_ids, resolve_matmul
-    from halluguard.models import load_policy
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    load_before = load_average()
-    cfg = OmegaConf.structured(RootConfig)
-    model, tokenizer = load_policy(cfg.model, resolve_cache_dir(cfg))
+    run = load_embedded(args.threads)
+    model, tokenizer, load_before, machine = run.model, run.tokenizer, run.load_before, run.machine
     if resolve_matmul(model) != "onednn":
         print("oneDNN products are not available here: the project's path would be model.generate itself")
         return 1
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "torch": torch.__version__, "python": platform.python_version()}
     prompts = demo_prompts(tokenizer, args.prompts)
     prompt_tokens = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
     print(f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads; load {load_before}\n"
@@ -77,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.new_tokens} new tokens at most, temperature {args.temperature}, batches of {args.batch} rows",
           flush=True)
 
-    def run(matmul: str | None, seed: int):
+    def sample(matmul: str | None, seed: int):
         return generate_ids(model, tokenizer, prompts, max_new_tokens=args.new_tokens, batch_size=args.batch,
                             temperature=args.temperature, seed=seed, matmul=matmul, copies=args.copies)
 
@@ -88,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds, rows = [], []
         for repeat in range(args.repeats):
             start = time.perf_counter()
-            rows = run(matmul, seed=repeat)
+            rows = sample(matmul, seed=repeat)
             seconds.append(time.perf_counter() - start)
         eos = tokenizer.eos_token_id
         new_tokens = sum(len(r) for r in rows)
@@ -104,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     speedup = round(paths["model.generate"]["seconds"] / paths["halluguard"]["seconds"], 2)
     print(f"  speed-up {speedup}x (model.generate time / halluguard time, same run)")
-    report = {"benchmark": "sampling", "started_utc": started,
+    report = {"benchmark": "sampling", "started_utc": run.started_utc,
               "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine, "load_average_before": load_before, "load_average_after": load_average(),
-              "model": cfg.model.name_or_path, "prompts": args.prompts,
+              "model": run.model_name, "prompts": args.prompts,
               "mean_prompt_tokens": round(prompt_tokens / args.prompts, 1), "copies": args.copies,
               "max_new_tokens": args.new_tokens, "batch_rows": args.batch, "temperature": args.temperature,
               "repeats": args.repeats, "paths": paths, "speedup": speedup}

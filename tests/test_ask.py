@@ -6,6 +6,7 @@ import re
 import shutil
 
 import pytest
+from conftest import cli_in_process
 from tiny_chain import tiny_chain  # noqa: F401 (the shared `halluguard run` fixture)
 
 from halluguard import cli
@@ -40,19 +41,11 @@ def _check_answered(out: str, question: str, trained: str | None = "ppo") -> Non
         assert "=== ppo" not in block and "=== sft" not in block
 
 
-def _ask(capsys, *args: str) -> tuple[int, str, str]:
-    """``halluguard ask`` in this process (the console command's own process is tested with stdin below): the
-    exit code, stdout and stderr. The imports a fresh process pays (~13 s here) are paid once for the suite."""
-    capsys.readouterr()
-    code = cli.main(["ask", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.usefixtures("one_torch_thread")
 def test_ask_one_question_shows_retrieval_probe_and_both_answers(tiny_chain, capsys):  # noqa: F811
     overrides = _ok(tiny_chain)
-    code, out, err = _ask(capsys, QUESTION, *overrides)  # the free-text form, quoted for Hydra by the CLI
+    # the free-text form, quoted for Hydra by the CLI
+    code, out, err = cli_in_process(capsys, "ask", QUESTION, *overrides)
     assert code == 0, err[-3000:]
     exp_dir = tiny_chain["exp_dir"]
     assert f"answers by reference and ppo; trained policy: ask.policy=auto: ppo ({exp_dir / 'ppo'} exists)" in out
@@ -62,7 +55,8 @@ def test_ask_one_question_shows_retrieval_probe_and_both_answers(tiny_chain, cap
     assert len(VERDICT.findall(out)) == 2 and "question> " not in out
 
     # The override form, and an explicit policy.
-    code, out, err = _ask(capsys, *overrides, 'ask.question="Is roaming free, or not?"', "ask.policy=sft")
+    code, out, err = cli_in_process(capsys, "ask", *overrides, 'ask.question="Is roaming free, or not?"',
+                                    "ask.policy=sft")
     assert code == 0, err[-3000:]
     assert "trained policy: ask.policy=sft" in out
     block = out[out.index("\nquestion: Is roaming free, or not?\n"):]
@@ -89,7 +83,7 @@ def test_the_end_of_input_also_ends_the_questions(tiny_chain, capsys, monkeypatc
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Is roaming free?\n"))
-    code, out, err = _ask(capsys, *_ok(tiny_chain))
+    code, out, err = cli_in_process(capsys, "ask", *_ok(tiny_chain))
     assert code == 0, err[-3000:]
     assert out.count("question> ") == 2 and "1 question answered" in out
     _check_answered(out, "Is roaming free?")
@@ -114,7 +108,7 @@ def test_ask_without_a_trained_policy_answers_with_the_reference_alone(tiny_chai
     overrides = [*keep, "exp=u", f"paths.runs={tmp_path / 'runs'}", "ask.max_new_tokens=6"]
     runs = tmp_path / "runs" / "u"
 
-    code, out, err = _ask(capsys, QUESTION, *overrides)
+    code, out, err = cli_in_process(capsys, "ask", QUESTION, *overrides)
     assert code == 0, err[-3000:]
     assert (f"answers by reference; no trained policy, the reference answers alone: experiment 'u' has no trained "
             f"policy: neither {runs / 'ppo'} nor {runs / 'sft'} holds a finished stage") in out
@@ -123,7 +117,7 @@ def test_ask_without_a_trained_policy_answers_with_the_reference_alone(tiny_chai
     assert "(no trained policy for experiment 'u': only the reference answered; train one with " \
            "`halluguard run exp=u`)" in out
 
-    code, out, err = _ask(capsys, QUESTION, *overrides, "ask.policy=ppo")
+    code, out, err = cli_in_process(capsys, "ask", QUESTION, *overrides, "ask.policy=ppo")
     assert code == 2 and "Traceback" not in err
     assert f"no ppo policy for experiment 'u': {runs / 'ppo'} does not exist. Run `halluguard ppo exp=u` first" in err
 

@@ -277,10 +277,10 @@ def test_the_summary_says_when_the_significant_rule_kept_the_reference():
     info = {"n": 4, "by_label": {"ook": 3, "ik": 1}, "fraction": 0.3, "seed": 0, "samples": 0, "case_ids": list("abcd")}
     sel = select_checkpoint([0, 2], 2, qs, lambda step: (np.array(rates[step]), [["x"]] * 4), {}.get, info,
                             rule="significant")
-    text = "\n".join(_choice_lines({**sel.to_dict(), "verdict": noise_verdict(sel)}, None))
+    text = "\n".join(_choice_lines({**sel.to_dict(), "verdict": noise_verdict(sel)}))
     assert ("none has a gain over step 0 whose 95% interval lies above zero (`ppo.select.rule=significant`), so the "
             "result is **the reference itself**. `halluguard eval` leaves") in text
     assert "| 0 **result** |" in text and "The result is step 0, the reference: the best checkpoint" in text
     best = select_checkpoint([0, 2], 2, qs, lambda step: (np.array(rates[step]), [["x"]] * 4), {}.get, info)
-    text = "\n".join(_choice_lines({**best.to_dict(), "verdict": noise_verdict(best)}, None))
+    text = "\n".join(_choice_lines({**best.to_dict(), "verdict": noise_verdict(best)}))
     assert "step 2 has the highest balanced accuracy. `halluguard eval` leaves" in text

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import cli_in_process
 from tiny_chain import halluguard, tiny_chain  # noqa: F401 (tiny_chain: the shared `halluguard run` fixture)
 
 from halluguard import cli
@@ -99,18 +100,11 @@ def test_build_then_run_end_to_end(tiny_chain):  # noqa: F811 (the fixture)
     print(f"\ntiny chain: {tiny_chain['seconds']:.1f} s wall, stages {m['stage_seconds']}")
 
 
-def _main(capsys, *args: str) -> tuple[int, str, str]:
-    """``halluguard *args`` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.usefixtures("one_torch_thread")
 def test_run_demo_step_answers_with_retrieval(tiny_overrides, tmp_path, capsys):
     """`run.stages=[build,demo]`: the untrained policy answers a few questions with the passages it saw."""
-    code, out, err = _main(capsys, "run", *tiny_overrides, "run.stages=[demo,build]")  # listed order does not matter
+    # the listed order does not matter
+    code, out, err = cli_in_process(capsys, "run", *tiny_overrides, "run.stages=[demo,build]")
     assert code == 0, err[-3000:]
     assert out.index("== stage 1/2: build ==") < out.index("== stage 2/2: demo ==")
     assert "retrieved 1:" in out and "[OUT-OF-KNOWLEDGE" in out and "stage times:" in out
@@ -136,7 +130,7 @@ def test_a_bad_run_stage_fails_before_any_work(tiny_overrides, tmp_path):
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_failing_stage_stops_the_chain_and_names_it(tiny_overrides, tmp_path, capsys):
     """The reward stage fails (a reward model to reuse that is not one); build keeps its output, eval never starts."""
-    code, out, err = _main(capsys, "run", *tiny_overrides, "run.stages=[build,reward,eval]",
+    code, out, err = cli_in_process(capsys, "run", *tiny_overrides, "run.stages=[build,reward,eval]",
                            f"reward.reward_model={tmp_path / 'no-reward-model'}")
     assert code == 2 and "Traceback" not in err
     assert "halluguard: error: stage 2/3 'reward' failed: reward.reward_model=" in err

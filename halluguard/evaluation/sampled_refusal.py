@@ -262,7 +262,9 @@ def sampled_rows(questions: Sequence, per_model: dict[str, dict]):
 def format_sampled(section: dict) -> str:
     """The console/report table: mean sampled refusal rate per model and group, then each paired change."""
     s = section["settings"]
-    top_k = s.get("top_k", 50)  # results.json files written before the key existed sampled with generate's 50
+    from halluguard.generation import GENERATE_DEFAULT_TOP_K
+
+    top_k = s.get("top_k", GENERATE_DEFAULT_TOP_K)  # results.json written before the key: generate's default
     lines = [f"sampled refusal rate ({s['samples']} answers per question at temperature {s['temperature']}, "
              f"{'top-k ' + str(top_k) if top_k else 'every token'}, "
              f"{s['max_new_tokens']} new tokens; mean over questions):"]

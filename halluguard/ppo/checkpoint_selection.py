@@ -291,9 +291,14 @@ def run_selection(cfg, validation: tuple[list, dict], checkpoints: Path, saved: 
 
 def gain_text(score: CheckpointScore) -> str:
     """``+0.051 [-0.012, +0.110]``, or ``-`` for the start itself."""
-    if score.gain_ci is None or score.gain is None:
+    return format_gain(score.gain, score.gain_ci)
+
+
+def format_gain(gain: float | None, ci: Sequence[float] | None) -> str:
+    """A gain over step 0 with its interval, from a score or its manifest dict; ``-`` without an interval."""
+    if ci is None or gain is None:
         return "-"
-    return f"{score.gain:+.3f} [{score.gain_ci[0]:+.3f}, {score.gain_ci[1]:+.3f}]"
+    return f"{gain:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 def format_selection(selection: Selection) -> str:

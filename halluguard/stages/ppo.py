@@ -403,7 +403,7 @@ def _ppo_summary(cfg: DictConfig, result, m: dict) -> str:
          f"{p.batch_size} prompts x {p.ppo_epochs} epochs of {p.batch_size // p.mini_batch_size} minibatches per step, "
          f"beta {'adaptive toward ' + str(p.kl.target) if p.kl.adaptive else 'fixed'} (start {p.kl.beta})."), "",
         stop, "" if result.resumed_from is None else f"\nResumed from checkpoint step {result.resumed_from}.\n", "",
-        *_choice_lines(m.get("selection"), p),
+        *_choice_lines(m.get("selection")),
         *_balance_lines(m.get("reward_balance")),
         *_selection_lines(m.get("prompts")),
         f"| | step 0 (reference) | result (step {result.chosen_step}) | last measured (step {result.last_step}) |",
@@ -442,10 +442,12 @@ def _selection_lines(selection: dict | None) -> list[str]:
     return [PromptSelection(**selection).describe() + ".", ""]
 
 
-def _choice_lines(selection: dict | None, p) -> list[str]:
+def _choice_lines(selection: dict | None) -> list[str]:
     """How the result was chosen, when a validation split chose it (``ppo.select.by=validation``)."""
     if not selection or selection.get("by") != "validation":
         return []
+    from halluguard.ppo.checkpoint_selection import format_gain
+
     v = selection["validation"]
     how = f"{v['samples']} sampled answers per question" if v.get("samples") else "greedy answers"
     chosen, budget = selection["chosen_step"], selection["budget_step"]
@@ -453,21 +455,20 @@ def _choice_lines(selection: dict | None, p) -> list[str]:
         which = (f"step {chosen} has the highest balanced accuracy of those whose gain over step 0 has a 95% interval "
                  "above zero (`ppo.select.rule=significant`)" if chosen else
                  "none has a gain over step 0 whose 95% interval lies above zero (`ppo.select.rule=significant`), so "
-                 "the result is **the reference itself**.")
+                 "the result is **the reference itself**")
     else:
         which = (f"step {chosen} has the highest balanced accuracy"
-                 + (": **the reference itself** - PPO did not improve the boundary on questions it never saw."
+                 + (": **the reference itself** - PPO did not improve the boundary on questions it never saw"
                     if chosen == 0 else ""))
     lines = [(f"**Result chosen on {v['n']} validation questions** (`ppo.select.by=validation`: "
               f"{v['fraction']:g} of the held-out set, seed {v['seed']}, {v['by_label']}; {how}). Of the checkpoints "
-              f"up to step {budget} (the last within the KL budget), {which}".rstrip(".") + "."
-              + " `halluguard eval` leaves these questions out for every model."), "",
+              f"up to step {budget} (the last within the KL budget), {which}. "
+              "`halluguard eval` leaves these questions out for every model."), "",
              "| step | KL | bal. acc. | vs step 0 [95% CI] | OOK refusal | over-refusal (ctx has answer) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for s in selection["scores"]:
         mark = " **result**" if s["step"] == chosen else ""
-        ci = s.get("gain_ci")
-        gain = f"{s['gain']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
+        gain = format_gain(s.get("gain"), s.get("gain_ci"))
         lines.append(f"| {s['step']}{mark} | {_fmt(s.get('kl'))} | {_fmt(s['balanced_accuracy'])} | {gain} | "
                      f"{_fmt(s['ook_refusal'])} | {_fmt(s.get('over_refusal'))} |")
     verdict = selection.get("verdict")
