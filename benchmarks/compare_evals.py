@@ -8,10 +8,12 @@ MODEL a model evaluated there (sft, ppo, gated_ppo, ...). Prints the key metrics
 baseline with McNemar's p on the OOK and IK refusals, the mean / sd / range of the changes, and how many runs
 raised OOK refusal without raising over-refusal. ``--sampled`` adds the same comparison of the sampled refusal
 rates (each eval run with ``eval.sampled.samples > 0``: its sampled.jsonl), each group's change with its paired
-permutation p-value; ``--pool`` adds a row for the runs' per-question rates averaged (the method over seeds,
-paired against the baseline on each question); ``--sampled-only`` reads only sampled.jsonl files (PATH may be one).
-Under the sampled table: how many questions each group would need for a change like each run's to reach p < 0.05
-with 80% power (``sampled_refusal.questions_for_power``), to size the next experiment.
+permutation p-value; ``--sampled-only`` reads only sampled.jsonl files (PATH may be one). ``--pool`` adds the
+method over the seeds: the runs' per-question rates averaged, paired against the baseline on each question (for
+greedy answers, the fraction of the runs that refused each question, under the same tests). Under each such
+table: the changes' 95% paired bootstrap intervals, and how many questions each group would need for a change
+like each run's to reach p < 0.05 with 80% power (``sampled_refusal.questions_for_power``), to size the next
+experiment. ``--plot`` draws every change with its interval on one chart (``halluguard.evaluation.change_plot``);
 ``--out`` writes the same as JSON.
 """
 
@@ -60,6 +62,16 @@ def compare_sampled(baseline: tuple[str, Path, str], runs: list[tuple[str, Path,
     return compare_sampled_runs(rates(*baseline[1:]), each, SampledSettings(bootstrap=max(1, bootstrap)))
 
 
+def pool_greedy(baseline, runs: dict, bootstrap: int) -> dict:
+    """The runs' greedy refusals averaged question by question, against the baseline's, under the sampled tests."""
+    from halluguard.evaluation.across_runs import greedy_rates
+    from halluguard.evaluation.sampled_refusal import SampledSettings, compare_sampled_runs, mean_rates
+
+    pooled = mean_rates({name: greedy_rates(outcomes) for name, outcomes in runs.items()})
+    return compare_sampled_runs(greedy_rates(baseline), {f"mean of {len(runs)}": pooled},
+                                SampledSettings(bootstrap=max(1, bootstrap)))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="[NAME=]PATH:MODEL of the baseline, e.g. runs/x/eval:sft")
@@ -71,10 +83,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sampled-only", action="store_true",
                         help="compare only the sampled refusal rates (PATH: a sampled.jsonl or its eval folder)")
     parser.add_argument("--pool", action="store_true",
-                        help="with --sampled: add the runs' per-question rates averaged, against the baseline")
+                        help="add the runs' per-question refusals averaged (greedy, and sampled where compared), "
+                             "against the baseline")
+    parser.add_argument("--plot", type=Path, help="draw the changes with their 95%% intervals to this PNG")
     args = parser.parse_args(argv)
-    if args.pool and not (args.sampled or args.sampled_only):
-        parser.error("--pool averages sampled rates: add --sampled or --sampled-only")
+    if args.pool and len(args.runs) < 2:
+        parser.error("--pool averages several runs: give at least two")
 
     from halluguard.errors import HalluguardError
     from halluguard.evaluation.across_runs import across_runs, format_across_runs, outcomes_from_samples
@@ -91,20 +105,29 @@ def main(argv=None) -> int:
             baseline = outcomes_from_samples(base_path, base_model)
             runs = {name: outcomes_from_samples(path, model) for name, path, model in parsed}
             result = across_runs(baseline, runs, n_boot=args.bootstrap)
+            if args.pool:
+                result["greedy_pooled"] = pool_greedy(baseline, runs, args.bootstrap)
         if args.sampled or args.sampled_only:
             result["sampled"] = compare_sampled((base_name, base_path, base_model), parsed, args.bootstrap,
                                                 pool=args.pool, beside_samples=not args.sampled_only)
     except HalluguardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not args.sampled_only:
-        print(format_across_runs(result, base_name))
-    if "sampled" in result:
-        from halluguard.evaluation.sampled_refusal import format_sampled_runs
+    from halluguard.evaluation.sampled_refusal import format_sampled_runs
 
-        if not args.sampled_only:
-            print()
-        print(format_sampled_runs(result["sampled"], base_name))
+    tables = []
+    if not args.sampled_only:
+        tables.append(format_across_runs(result, base_name))
+    if "greedy_pooled" in result:
+        tables.append(format_sampled_runs(result["greedy_pooled"], base_name,
+                                          what="greedy refusals pooled over the runs (each question's share of runs)"))
+    if "sampled" in result:
+        tables.append(format_sampled_runs(result["sampled"], base_name))
+    print("\n\n".join(tables))
+    if args.plot:
+        from halluguard.evaluation.change_plot import change_rows, plot_changes
+
+        print(f"chart: {plot_changes(change_rows(result), args.plot, base_name)}")
     if args.out:
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps({"baseline": base_name, **result}, indent=1) + "\n", encoding="utf-8")

@@ -97,3 +97,50 @@ def test_the_script_prints_the_table_and_writes_json(tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), "--baseline", f"{folder}:sft", f"{folder}"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "expected [NAME=]PATH:MODEL" in bad.stderr
+
+
+def test_greedy_refusals_pool_into_each_questions_share_of_runs(tmp_path):
+    from halluguard.evaluation.across_runs import greedy_rates
+    from halluguard.evaluation.sampled_refusal import mean_rates
+
+    folder = write_samples(tmp_path / "eval", {"sft": SFT, "better": BETTER, "all": REFUSE_ALL})
+    rates = greedy_rates(outcomes_from_samples(folder, "better"))
+    assert rates["q2"] == (True, None, 1.0) and rates["q3"] == (True, None, 0.0)
+    assert rates["q4"] == (False, True, 0.0)  # an IK question keeps whether its context holds the answer
+    pooled = mean_rates({"a": rates, "b": greedy_rates(outcomes_from_samples(folder, "all"))})
+    assert pooled["q3"][2] == 0.5 and pooled["q0"][2] == 1.0
+
+
+def test_the_script_pools_greedy_runs_and_draws_the_changes(tmp_path):
+    from halluguard.evaluation.change_plot import change_rows
+
+    folder = write_samples(tmp_path / "eval", {"sft": SFT, "better": BETTER, "all": REFUSE_ALL})
+    out, chart = tmp_path / "cmp.json", tmp_path / "changes.png"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--baseline", f"sft={folder}:sft", f"s0={folder}:better",
+                           f"s1={folder}:all", "--pool", "--bootstrap", "200", "--out", str(out), "--plot", str(chart)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "greedy refusals pooled over the runs" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("mean of 2") and "p=" in line)
+    # OOK: sft refuses 2 of 4; better 3 (q0-q2), all 4 -> each question's share 1, 1, 1, .5 -> mean 0.875;
+    # over-refusal: sft 1 of 4; better none, all 4 -> 0.5 each -> 0.500
+    assert "0.875 (+0.375, p=" in row and "0.500 (+0.250, p=" in row
+    result = json.loads(out.read_text())
+    pooled = result["greedy_pooled"]["runs"]["mean of 2"]
+    low, high = pooled["ook"]["ci"]
+    assert low <= 0.375 <= high
+    assert chart.is_file() and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp*"))
+    rows = change_rows(result)
+    assert [(name, measure) for name, measure, _ in rows] == [("s0", "greedy"), ("s1", "greedy"),
+                                                              ("mean of 2", "greedy")]
+    assert rows[0][2]["ook"][0] == pytest.approx(0.25) and rows[0][2]["over"][0] == pytest.approx(-0.25)
+    assert rows[1][2]["over"][0] == pytest.approx(0.75)  # refusing everything: over-refusal 1/4 -> 4/4
+
+
+def test_nothing_to_draw_is_an_error(tmp_path):
+    from halluguard.evaluation.change_plot import plot_changes
+
+    with pytest.raises(ValueError, match="no changes to plot"):
+        plot_changes([], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -290,7 +290,7 @@ def test_compare_evals_pools_the_runs_from_sampled_files_alone(tmp_path):
     assert "0.500 (+0.250, p=" in row
     done = subprocess.run([sys.executable, str(script), "--pool", "--baseline", f"{tmp_path / 'a'}:sft",
                            f"{tmp_path / 'b'}:ppo"], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 2 and "--pool averages sampled rates" in done.stderr
+    assert done.returncode == 2 and "--pool averages several runs" in done.stderr
 
 
 def test_questions_for_power_is_the_normal_approximation_sample_size():

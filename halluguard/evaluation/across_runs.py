@@ -77,6 +77,13 @@ def outcomes_from_samples(path: Path, model: str) -> list[Outcome]:
     return outcomes
 
 
+def greedy_rates(outcomes: Sequence[Outcome]) -> dict[str, tuple[bool, bool | None, float]]:
+    """Each question's greedy refusal as a rate of 0 or 1, keyed and shaped as
+    :func:`halluguard.evaluation.sampled_refusal.rates_from_sampled`'s: averaged over runs with ``mean_rates``, a
+    question's rate is the fraction of the runs that refused it, which the same paired tests then judge."""
+    return {o.question_id: (o.should_abstain, o.context_holds_answer, float(o.refused)) for o in outcomes}
+
+
 def across_runs(baseline: Sequence[Outcome], runs: dict[str, Sequence[Outcome]], n_boot: int = 1000,
                 seed: int = 0) -> dict:
     """Each run compared with ``baseline`` on the same questions, and the spread of the differences.

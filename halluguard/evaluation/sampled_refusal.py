@@ -354,21 +354,30 @@ def compare_sampled_runs(baseline: dict, runs: dict[str, dict], settings: Sample
     return out
 
 
-def format_sampled_runs(result: dict, baseline_name: str = "baseline") -> str:
-    """The cross-run comparison as text: each group's mean per run and its change with the permutation p."""
+def format_sampled_runs(result: dict, baseline_name: str = "baseline", what: str = "sampled refusal rate") -> str:
+    """The cross-run comparison as text: each group's mean per run and its change with the permutation p, the
+    changes' 95% intervals, and the questions 80% power would need. ``what`` names the rate in the title."""
     width = max([len(baseline_name), *map(len, result["runs"]), 8])
-    lines = [f"sampled refusal rate, mean over the same {result['n_questions']} questions "
+    lines = [f"{what}, mean over the same {result['n_questions']} questions "
              f"(change from {baseline_name}, sign-flip permutation p)",
              f"{'run':<{width}}" + "".join(f"{GROUP_TITLES[g]:>34}" for g in GROUPS),
              f"{baseline_name:<{width}}" + "".join(f"{_mean_cell(result['baseline'][g]):>34}" for g in GROUPS)]
     for name, groups in result["runs"].items():
         lines.append(f"{name:<{width}}" + "".join(f"{_change_cell(groups[g]):>34}" for g in GROUPS))
+    lines += ["", "95% interval of each change (paired bootstrap over questions)"]
+    for name, groups in result["runs"].items():
+        lines.append(f"{name:<{width}}" + "".join(f"{_interval_cell(groups[g]):>34}" for g in GROUPS))
     lines += ["", "questions per group for 80% power at p < 0.05, for a change like this one (normal approximation "
                   "from each question's change; now: how many there are)"]
     for name, groups in result["runs"].items():
         lines.append(f"{name:<{width}}" + "".join(
             f"{_power_cell(groups[g]):>34}" for g in GROUPS))
     return "\n".join(lines)
+
+
+def _interval_cell(change: dict) -> str:
+    ci = change.get("ci")
+    return "n/a" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 def _power_cell(change: dict) -> str:
