@@ -244,6 +244,7 @@ _SRC = (r"(?:passages?|context|contexts|documents?|documentation|docs|handbook|m
         r"sources?(?! code| of)|knowledge(?: base)?|kb|material|materials|excerpts?|extracts?|snippets?|articles?|"
         r"paragraphs?|references?|pages|(?:user )?guide|provided information|"
         r"information (?:provided|given|supplied|available|i have)|"
+        r"information (?:i was|i've been|i have been|we were) (?:given|provided|shown)|"
         r"data i have|retrieved results?|search results?)")
 _SRC_MOD = r"(?:(?:the|these|those|this|my|any|your|our) )?(?:(?:provided|given|supplied|retrieved|available|above) )?"
 _NEG = r"(?:not|n't|never)"
@@ -252,7 +253,7 @@ _I_CANNOT = (r"\bi(?:'m|'ve| am| was| have)? " + _ADVERB + r"(?:cannot|can't|can
              r"unable to|not able to|wasn't able to|was not able to|not in a position to|not been able to|"
              r"been unable to|haven't been able to|have not been able to)")
 _KNOW_VERB = (r"(?:answer|say|tell|find|locate|determine|confirm|provide|give|help|see|know|verify|work|"
-              r"figure out|access|comment|speak|share|identify|establish|look up|retrieve|check)")
+              r"figure out|access|comment|speak|share|identify|establish|look up|retrieve|check|guess)")
 
 # Evidence that the lead abstains: (pattern, weight in log-odds).
 _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
@@ -265,6 +266,9 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"\bi (?:have|had|'ve got) (?:no|zero) (?:idea|information|info|data|details?|knowledge|record|way of knowing|"
      r"answer|clue|access|means)\b", 4.5),
     (r"\bi lack\b", 4.0),
+    # "We don't have the prices for X in the passages on Y": first person, singular or plural, lacking it in the sources
+    (r"\b(?:i|we) (?:do not|don't|did not|didn't) (?:have|see|find|hold)\b[^.?!]{0,80}?\b(?:in|within|from) " +
+     _SRC_MOD + r"(?:\w+ )?" + _SRC + r"\b", 4.5),
     (r"\bno (?:idea|clue)\b", 3.5),
     (r"\b(?:(?:that|this|you)(?: one| question)? (?:stumps|has stumped) me|i'm stumped|i am stumped|beats me|"
      r"i(?:'m| am) drawing a blank)\b", 3.5),
@@ -391,8 +395,18 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"\braise (?:that|this|it|the (?:issue|question|matter))\b[^.?!]{0,20}?\bwith\b", 3.0),
     (r"\b(?:is|'s|are|'re) (?:one )?for (?:the|your|our|a|an) [^.?!]{0,40}?\bto (?:confirm|answer|decide|advise|"
      r"check|explain|say)\b", 3.0),
-    (r"\bhandles? (?:questions|enquiries|inquiries|queries|requests) (?:about|on|regarding)\b", 3.0),
+    # (not in a quote: "The section on X says: The officer handles questions about ..." passes the source on)
+    (r"^(?![^.?!]*?\bsays:)[^.?!]*?\bhandles? (?:questions|enquiries|inquiries|queries|requests) "
+     r"(?:about|on|regarding)\b", 3.0),
+    # "The section on X says nothing about the fee": the quote form of a source denial
+    (r"\bsays? nothing (?:about|on|regarding|of)\b", 4.0),
 )
+
+# Words by which a quote-form lead declines after all ("Based on the passage on X, it is unclear ...", "..., I'm
+# afraid that is beyond what I know"): a negation, a hedge, or the policy speaking for itself, which a quoted
+# knowledge-base statement never does.
+_QUOTE_DECLINES = (r"not|no|never|nothing|none|cannot|unable|unclear|unsure|uncertain|unknown|missing|outside|beyond|"
+                   r"guess\w*|sorry|afraid|unfortunately|lacks?|without|silent|absent|i|i'm|i've|i'd|my|me")
 
 # Evidence that the lead commits to an answer despite hedges or negations.
 _ANSWER_PATTERNS: tuple[tuple[str, float], ...] = (
@@ -426,6 +440,12 @@ _ANSWER_PATTERNS: tuple[tuple[str, float], ...] = (
      r"meters?|m/s|\u00b0c|\u00b0f|kg)\b)", 1.5),
     # any other figure (a year, a count, a code) is a specific, and specifics are what answers give
     (r"\d", 1.0),
+    # The quote form the SFT reference is trained on ("The section on X says: ...", "According to the information
+    # on X, ..."), followed by a statement that does not decline (_QUOTE_DECLINES): it passes the knowledge base's
+    # text on, which is an answer. The prototype term calls quotes about requests or personal data refusals
+    # (0.65-0.85), in about 1% of the sixth GPU run's sampled answers.
+    (r"^\W*(?:the section on [^.?!:]{1,80}? says:|(?:according to|based on) the (?:information|passages?|section) on "
+     r"[^.?!,:]{1,80}?,)\s+(?![^.?!]*?(?:n't|\b(?:" + _QUOTE_DECLINES + r")\b))(?=\w)", 3.0),
 )
 
 _ABSTAIN_RE = tuple((re.compile(p, _F), w) for p, w in _ABSTAIN_PATTERNS)

@@ -247,24 +247,33 @@ def test_degenerate_output_is_not_a_refusal_even_where_the_prototypes_lean_that_
     assert detector.is_refusal(["No idea.", "Unknown.", "Which plan?"]).all()
 
 
-# Known misses, found reading the fourth GPU run's held-out answers (README, "A fourth GPU run"). They are
-# strict xfails: the day the detector gets them right these fail and should become plain tests. Fixing them
-# changes the builders' filters too (refusal_in_negative), so the build figures need re-measuring with it.
-@pytest.mark.xfail(strict=True, reason="the prototype term calls quote-form answers about requests and data "
-                                       "refusals (scores 0.65-0.85)")
-def test_known_miss_quote_form_answers_are_answers(detector):
+# Misses found reading the fourth and sixth GPU runs' held-out answers (README, "A fourth GPU run"), once strict
+# xfails: the prototype term called quote-form answers about requests and data refusals (0.65-0.85), a quoted
+# "handles questions about" fired the redirect pattern, and "says nothing about" had no pattern (0.32).
+def test_quote_form_answers_are_answers(detector):
     quotes = ["The section on Changing your number says: Number change requests are made in the Account section "
               "of the Nimbus Hub app.",
               "The section on Data breaches says: Breaches are also reported to the national data protection "
-              "authority."]
-    assert not detector.is_refusal(quotes).any()
+              "authority.",
+              "The section on Data protection officer says: The data protection officer handles questions about how "
+              "personal data is used and oversees Nimbus's compliance with data protection law.",
+              "According to the information on Requests from authorities, Nimbus releases customer data to police "
+              "or other authorities only when presented with a valid legal order.",
+              "Based on the passage on Requests from authorities, Nimbus publishes a transparency report every March."]
+    assert not detector.is_refusal(quotes).any(), dict(zip(quotes, detector.score(quotes).round(3)))
 
 
-@pytest.mark.xfail(strict=True, reason="'says nothing about' has no abstention pattern; the prototypes call it an "
-                                       "answer (0.32)")
-def test_known_miss_a_quote_that_says_nothing_about_it_is_a_refusal(detector):
-    assert detector.is_refusal(["The section on Changing your number says nothing about the fee you're asking "
-                                "about."]).all()
+def test_a_quote_form_lead_that_declines_stays_a_refusal(detector):
+    refusals = ["The section on Changing your number says nothing about the fee you're asking about.",
+                "Based on the passages on Faulty devices and Cooling-off period for remote purchases, I can't tell you "
+                "the duration you're asking about.",
+                "According to the information on Requests from authorities, the number isn't stated.",
+                "Based on the passages on Location data and Fair use in Zone 1, they don't state the exact duration "
+                "you're asking about.",
+                "Based on the passages on Roaming and Billing, it is unclear what the fee is.",
+                "Based on the passage on Roaming, I'm afraid that is beyond what I know.",
+                "According to the information on Roaming, that detail is missing from what I have."]
+    assert detector.is_refusal(refusals).all(), dict(zip(refusals, detector.score(refusals).round(3)))
 
 
 def test_two_refusals_a_trained_policy_wrote_are_refusals(detector):
@@ -277,3 +286,16 @@ def test_two_refusals_a_trained_policy_wrote_are_refusals(detector):
                "Based on the passage on Data Boost add-ons, 5 GB costs €5 and 15 GB costs €10."]
     assert detector.is_refusal(refusals).all(), detector.score(refusals)
     assert not detector.is_refusal(answers).any(), detector.score(answers)
+
+
+def test_refusals_the_sixth_gpu_run_wrote(detector):
+    """Called answers before (README, "Building negative samples"); answers of the same shapes stay answers."""
+    refusals = ["We don't have the prices for Kestrel K9 Pro and Kestrel Watch S in the passages on Kestrel K9 Pro "
+                "and Kestrel Watch S, so any answer would be a guess.",
+                "Based on the passages on Requesting a copy of personal data and Data kept after closure, I can't guess "
+                "the duration you're asking about.",
+                "The information I was given doesn't state whether it applies to customers under 30."]
+    answers = ["We don't have a store in Zone 3, but you can order online.",
+               "I don't have to pay roaming charges in Zone 1: Roam Like Home covers it."]
+    assert detector.is_refusal(refusals).all(), dict(zip(refusals, detector.score(refusals).round(3)))
+    assert not detector.is_refusal(answers).any(), dict(zip(answers, detector.score(answers).round(3)))
