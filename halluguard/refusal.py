@@ -245,6 +245,7 @@ _SRC = (r"(?:passages?|context|contexts|documents?|documentation|docs|handbook|m
         r"paragraphs?|references?|pages|(?:user )?guide|provided information|"
         r"information (?:provided|given|supplied|available|i have)|"
         r"information (?:i was|i've been|i have been|we were) (?:given|provided|shown)|"
+        r"what i (?:have|was given|was shown|have been given)|sections? on|"
         r"data i have|retrieved results?|search results?)")
 _SRC_MOD = r"(?:(?:the|these|those|this|my|any|your|our) )?(?:(?:provided|given|supplied|retrieved|available|above) )?"
 _NEG = r"(?:not|n't|never)"
@@ -253,7 +254,8 @@ _I_CANNOT = (r"\bi(?:'m|'ve| am| was| have)? " + _ADVERB + r"(?:cannot|can't|can
              r"unable to|not able to|wasn't able to|was not able to|not in a position to|not been able to|"
              r"been unable to|haven't been able to|have not been able to)")
 _KNOW_VERB = (r"(?:answer|say|tell|find|locate|determine|confirm|provide|give|help|see|know|verify|work|"
-              r"figure out|access|comment|speak|share|identify|establish|look up|retrieve|check|guess)")
+              r"figure out|access|comment|speak|share|identify|establish|look up|retrieve|check|guess|"
+              r"narrow (?:it|that|this) down)")
 
 # Evidence that the lead abstains: (pattern, weight in log-odds).
 _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
@@ -278,16 +280,19 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"\bi (?:was not|wasn't|have not been|haven't been|am not|'m not) (?:given|provided|told|shown|aware)\b", 3.5),
     (r"\b(?:beyond|outside) (?:my|the|what)\b[^.?!]{0,40}?\b(?:knowledge|scope|cover(?:s|ed)?|know|have|"
      r"expertise)\b", 3.5),
-    (r"\bnot something (?:i|we) (?:can|could|am able to|know|have)\b", 4.0),
+    (r"\b(?:not|isn't|is not) something (?:i|we) (?:can|could|am able to|know|have)\b", 4.0),
     (r"\b(?:isn't|is not) something the\b[^.?!]{0,40}?\b" + _SRC + r"\b", 4.0),
     (r"\bi(?:'m| am) (?:not (?:\w+ )?(?:sure|certain)|unsure|uncertain)\b", 2.0),
     # the sources do not hold it
-    # 80 characters after the source: the policy names its passages ("the passages on X and Y don't answer ...")
+    # 80 characters after the source: the policy names its passages ("the passages on X and Y don't answer ..."),
+    # but not across a quote's "says:" (what the quoted source says is not denied)
     (r"\b(?:the|these|those|this|my|provided|given|supplied|retrieved|available|our)\b[^.?!]{0,40}?\b" + _SRC +
-     r"\b[^.?!]{0,80}?\b(?:do(?:es)?|did|is|are|was|were|have|has)?\s*" + _NEG +
+     r"\b(?:(?!says?:)[^.?!]){0,80}?\b(?:do(?:es)?|did|is|are|was|were|have|has)?\s*" + _NEG +
      r"\s*(?:\w+ )?(?:mention|say|state|contain|include|cover|specify|provide|give|address|answer|tell|discuss|list|"
      r"describe|explain|refer|talk|indicate|show|hold|touch|deal|go into|clarify|appear|have (?:any|anything|"
-     r"the|that|this|an?|information|details?|data|an answer)\b)", 4.5),
+     r"the|that|this|an?|information|details?|data|an answer)\b)"
+     # a passive whose agent is no source is the content's negation: "... are not covered by the cooling-off period"
+     r"(?!\w* by (?!" + _SRC_MOD + r"(?:\w+ )?" + _SRC + r"\b))", 4.5),
     (r"\b" + _SRC + r"\b[^.?!]{0,30}?\b(?:is|are|was|were|remains?) silent\b", 4.5),
     (r"\b(?:is|are) silent (?:on|about|regarding)\b", 3.5),
     (r"\bnothing (?:in|within|from|on) " + _SRC_MOD + r"(?:\w+ )?" + _SRC + r"\b", 4.5),
@@ -296,9 +301,12 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
     (r"\b(?:no|nothing|none) (?:\w+ ){0,2}?(?:in|within|from) " + _SRC_MOD + _SRC + r"\b", 4.0),
     (r"\b(?:not|isn't|is not|aren't|are not|wasn't|was not|never) (?:\w+ ){0,2}?(?:mentioned|stated|specified|"
      r"provided|given|covered|included|found|listed|available|addressed|documented|described|answered|present|"
-     r"contained|discussed|explained|indicated|shown|defined) (?:\w+ )?(?:in|by|within|from|anywhere in) " +
+     r"contained|discussed|explained|indicated|shown|defined) (?:\w+ )?(?:in|by|within|from|under|anywhere in) " +
      _SRC_MOD + r"(?:\w+ )?" + _SRC + r"\b", 4.5),
-    (r"\bnot (?:in|within|from|part of|found in|covered by) " + _SRC_MOD + _SRC + r"\b", 4.5),
+    (r"\b(?:not|isn't|aren't|wasn't) (?:in|within|from|part of|found in|covered by) " + _SRC_MOD + _SRC + r"\b", 4.5),
+    # "so any answer would be a guess"
+    (r"\bany (?:answer|figure|number|amount|price|date|name)\b[^.?!]{0,30}?\bwould (?:only )?be (?:a |pure )?"
+     r"(?:guess|guesswork|speculation)\b", 4.0),
     (r"\bnever (?:mentions?|says|states|specifies|covers|gives|lists)\b", 3.0),
     (r"^\W*(?:it is |it's |this is |that is |that's |this isn't |it isn't |that isn't )?(?:not|nowhere) (?:\w+ )?"
      r"(?:mentioned|stated|specified|provided|given|covered|known|found|available|listed|documented|answered|"
@@ -440,6 +448,11 @@ _ANSWER_PATTERNS: tuple[tuple[str, float], ...] = (
      r"meters?|m/s|\u00b0c|\u00b0f|kg)\b)", 1.5),
     # any other figure (a year, a count, a code) is a specific, and specifics are what answers give
     (r"\d", 1.0),
+    # A lead that opens with a bare value ("€649: The price ... isn't covered in what I have.", "5 working days: ...")
+    # has committed to it before any caveat: an answer with a caveat (refusal_eval/README.md), whatever follows.
+    # The weight outweighs the strongest abstention pattern plus the prototype term's clip (4.5 + 3.0).
+    (r"^\W*(?:[\u20ac$\u00a3]\s?\d[\d.,]*|\d[\d.,]*\s?(?:\u20ac|euros?|eur|dollars?|pounds?|%|percent|"
+     r"(?:working )?days?|hours?|minutes?|weeks?|months?|years?|gb|mb)?)\s*(?::|\u2014|\u2013|\.(?=\s|$))", 7.5),
     # The quote form the SFT reference is trained on ("The section on X says: ...", "According to the information
     # on X, ..."), followed by a statement that does not decline (_QUOTE_DECLINES): it passes the knowledge base's
     # text on, which is an answer. The prototype term calls quotes about requests or personal data refusals

@@ -292,10 +292,25 @@ def test_refusals_the_sixth_gpu_run_wrote(detector):
     """Called answers before (README, "Building negative samples"); answers of the same shapes stay answers."""
     refusals = ["We don't have the prices for Kestrel K9 Pro and Kestrel Watch S in the passages on Kestrel K9 Pro "
                 "and Kestrel Watch S, so any answer would be a guess.",
-                "Based on the passages on Requesting a copy of personal data and Data kept after closure, I can't guess "
-                "the duration you're asking about.",
-                "The information I was given doesn't state whether it applies to customers under 30."]
+                "Based on the passages on Requesting a copy of personal data and Data kept after closure, I can't "
+                "guess the duration you're asking about.",
+                "The information I was given doesn't state whether it applies to customers under 30.",
+                "That isn't something I can answer from the passage on Paying for accessories in instalments.",
+                "The sections on Lumo A5 and Lumo A3 don't state the SAR value for Lumo A5.",
+                "Upgrading to 2-year-protection isn't covered under the material on Nimbus Fix repairs.",
+                "No, the time period you're asking about isn't covered in what I have.",
+                "There isn't an answer to this, the amount isn't in the passages on Compensation for network outages.",
+                "Based on the passages on International Calling 100 add-on and Changing your number, I can't narrow it "
+                "down to a specific amount.",
+                "We don't have the prices for Kestrel K9 in our current version, so any answer would be a guess."]
+    # an answer with a caveat commits first; a negation inside quoted or stated content is not a source's denial
     answers = ["We don't have a store in Zone 3, but you can order online.",
-               "I don't have to pay roaming charges in Zone 1: Roam Like Home covers it."]
+               "I don't have to pay roaming charges in Zone 1: Roam Like Home covers it.",
+               "€649: The price you're asking about isn't covered in what I have.",
+               "5 working days: the time period for the order on items isn't covered in this information.",
+               "Based on the passage on Returns of store purchases, purchases made in a Nimbus Point store are not "
+               "covered by the legal cooling-off period.",
+               "The section on Returns of store purchases says: Purchases made in a Nimbus Point store are not covered "
+               "by the legal cooling-off period."]
     assert detector.is_refusal(refusals).all(), dict(zip(refusals, detector.score(refusals).round(3)))
     assert not detector.is_refusal(answers).any(), dict(zip(answers, detector.score(answers).round(3)))
