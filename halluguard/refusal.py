@@ -245,7 +245,7 @@ _SRC = (r"(?:passages?|context|contexts|documents?|documentation|docs|handbook|m
         r"paragraphs?|references?|pages|(?:user )?guide|provided information|"
         r"information (?:provided|given|supplied|available|i have)|"
         r"information (?:i was|i've been|i have been|we were) (?:given|provided|shown)|"
-        r"what i (?:have|was given|was shown|have been given)|sections? on|"
+        r"what i (?:have|was given|was shown|have been given)|"
         r"data i have|retrieved results?|search results?)")
 _SRC_MOD = r"(?:(?:the|these|those|this|my|any|your|our) )?(?:(?:provided|given|supplied|retrieved|available|above) )?"
 _NEG = r"(?:not|n't|never)"
@@ -293,6 +293,10 @@ _ABSTAIN_PATTERNS: tuple[tuple[str, float], ...] = (
      r"the|that|this|an?|information|details?|data|an answer)\b)"
      # a passive whose agent is no source is the content's negation: "... are not covered by the cooling-off period"
      r"(?!\w* by (?!" + _SRC_MOD + r"(?:\w+ )?" + _SRC + r"\b))", 4.5),
+    # "The sections on X and Y don't state ...": the sections as the subject (not "Based on the section on X, Nimbus
+    # doesn't provide refunds", whose negation is the content's)
+    (r"^\W*the sections? on [^.?!,:]{1,80}? (?:do(?:es)?n't|do(?:es)? not|never) (?:\w+ )?(?:mention|say|state|cover|"
+     r"include|answer|give|list|specify|contain)", 4.5),
     (r"\b" + _SRC + r"\b[^.?!]{0,30}?\b(?:is|are|was|were|remains?) silent\b", 4.5),
     (r"\b(?:is|are) silent (?:on|about|regarding)\b", 3.5),
     (r"\bnothing (?:in|within|from|on) " + _SRC_MOD + r"(?:\w+ )?" + _SRC + r"\b", 4.5),

@@ -311,6 +311,15 @@ def test_refusals_the_sixth_gpu_run_wrote(detector):
                "Based on the passage on Returns of store purchases, purchases made in a Nimbus Point store are not "
                "covered by the legal cooling-off period.",
                "The section on Returns of store purchases says: Purchases made in a Nimbus Point store are not covered "
-               "by the legal cooling-off period."]
+               "by the legal cooling-off period.",
+               "Based on the section on Refunds, Nimbus doesn't provide refunds for prepaid credit."]
     assert detector.is_refusal(refusals).all(), dict(zip(refusals, detector.score(refusals).round(3)))
     assert not detector.is_refusal(answers).any(), dict(zip(answers, detector.score(answers).round(3)))
+
+
+# A known miss, strict xfail: the day the detector gets it right this fails and should become a plain test.
+@pytest.mark.xfail(strict=True, reason="the source-denial pattern reads the content's 'doesn't provide' as the passage's "
+                                       "(0.90); the policy's own denials have the same shape ('..., they don't state')")
+def test_known_miss_a_content_negation_after_based_on_the_passage_is_an_answer(detector):
+    assert not detector.is_refusal(["Based on the passage on Refunds, Nimbus doesn't provide refunds for prepaid "
+                                    "credit."]).any()
