@@ -6,7 +6,8 @@ A detector fix changes verdicts on answers that were already evaluated, often on
 gone. This reads the eval folder's ``samples.jsonl`` (greedy answers) and, when there, ``sampled.jsonl`` (k
 sampled answers a question), judges every answer of every policy again, and writes both files to ``--out``
 with the new ``refused`` / ``refusal_score`` (and ``correct``, which needs an answer) and ``refusal_rate``. It
-prints, per model, how many verdicts changed each way and the refusal rates by label before and after.
+prints, per model, how many verdicts changed each way (for sampled answers, each question's net change: the file
+keeps no per-answer verdicts) and the refusal rates by label before and after.
 ``benchmarks/compare_evals.py`` then compares the re-judged folders as it compares evaluations.
 
 Models without answer text (``never_refuse``, the retrieval ``gate``) and gated models (whose verdict is the
@@ -35,33 +36,16 @@ def rejudgeable(model: str, entry) -> bool:
     return isinstance(entry.get("answer"), str) or isinstance(entry.get("answers"), list)
 
 
-def read_rows(path: Path) -> list[dict]:
-    from halluguard.errors import HalluguardError
-
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                row["models"], row["label"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise HalluguardError(f"{path}:{number}: not an eval row ({err})") from err
-            rows.append(row)
-    return rows
-
-
 def rejudge_greedy(rows: list[dict], detector, stats: dict) -> None:
     """New ``refused`` / ``refusal_score`` / ``correct`` for each answer in a samples.jsonl, in place."""
     from halluguard.evaluation.runner import contains_gold
 
     todo = [(row, model, entry) for row in rows for model, entry in row["models"].items()
             if rejudgeable(model, entry) and isinstance(entry.get("answer"), str)]
-    scores = detector.score([entry["answer"] for _, _, entry in todo])
-    flags = scores >= detector.threshold
+    answers = [entry["answer"] for _, _, entry in todo]
+    scores, flags = detector.score(answers), detector.is_refusal(answers)  # the second call reads the lead cache
     for (row, model, entry), score, flag in zip(todo, scores, flags):
-        refused = bool(flag) and bool(entry["answer"].strip())
+        refused = bool(flag)
         counts = stats.setdefault(("greedy", model), Counter())
         counts[(row["label"], "before")] += bool(entry.get("refused"))
         counts[(row["label"], "after")] += refused
@@ -88,6 +72,7 @@ def rejudge_sampled(rows: list[dict], detector, stats: dict) -> None:
             counts[(row["label"], "before")] += float(entry["refusal_rate"])
             counts[(row["label"], "after")] += float(rate)
             counts[(row["label"], "n")] += 1
+            # sampled.jsonl keeps no per-answer verdicts: each question's net change in refusals is counted
             moved = round(float(rate - entry["refusal_rate"]) * len(entry["answers"]))
             counts["to refusal" if moved > 0 else "to answer"] += abs(moved)
             entry["refusal_rate"] = round(float(np.float64(rate)), 4)
@@ -112,6 +97,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from halluguard.errors import HalluguardError
+    from halluguard.evaluation.across_runs import eval_rows
 
     try:
         sources = [args.eval_dir / name for name in FILES if (args.eval_dir / name).is_file()]
@@ -129,7 +115,7 @@ def main(argv=None) -> int:
         stats: dict = {}
         rejudged = {}
         for path in sources:
-            rows = read_rows(path)
+            rows = [row for _, row in eval_rows(path, "an eval")]
             (rejudge_greedy if path.name == FILES[0] else rejudge_sampled)(rows, detector, stats)
             rejudged[path.name] = rows
     except HalluguardError as err:

@@ -36,26 +36,33 @@ def samples_file(path: Path, name: str = "samples.jsonl", how: str = "") -> Path
                           "experiment folder)")
 
 
-def model_rows(path: Path, model: str, row_kind: str, entries: str, keys: Sequence[str] = ("label",)):
-    """``(line number, row, model's entry)`` for each row of an eval's JSON Lines file (``samples.jsonl``,
-    ``sampled.jsonl``) that holds ``model``. A line that is not such a row (``models`` and ``keys`` present) is an
-    error naming ``path:line`` and ``row_kind``; a file without ``model`` is one naming the models it has."""
-    seen, found = set(), False
+def eval_rows(path: Path, row_kind: str, keys: Sequence[str] = ("label",)):
+    """``(line number, row)`` for each row of an eval's JSON Lines file (``samples.jsonl``, ``sampled.jsonl``). A
+    line that is not such a row (``models`` and ``keys`` present) is an error naming ``path:line`` and ``row_kind``."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                models = row["models"]
+                row["models"].keys()
                 for key in keys:
                     row[key]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
                 raise HalluguardError(f"{path}:{number}: not {row_kind} row ({err})") from err
-            seen.update(models)
-            if model in models:
-                found = True
-                yield number, row, models[model]
+            yield number, row
+
+
+def model_rows(path: Path, model: str, row_kind: str, entries: str, keys: Sequence[str] = ("label",)):
+    """``(line number, row, model's entry)`` for each row of :func:`eval_rows` that holds ``model``; a file without
+    ``model`` is an error naming the models it has."""
+    seen, found = set(), False
+    for number, row in eval_rows(path, row_kind, keys):
+        models = row["models"]
+        seen.update(models)
+        if model in models:
+            found = True
+            yield number, row, models[model]
     if not found:
         raise HalluguardError(f"{path}: no {entries} of model {model!r} (models there: {sorted(seen) or 'none'})")
 
